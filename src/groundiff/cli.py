@@ -1,0 +1,92 @@
+"""The `groundiff` command: a thin layer that parses arguments and calls one library function each."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import groundiff
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from groundiff.environment import environment_report
+
+    for key, value in environment_report().items():
+        print(f"{key:<13}{value}")
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
+    from groundiff.capture.export import export_generation
+    from groundiff.pipelines import load_pipeline
+
+    config = CaptureConfig(
+        blocks=tuple(args.blocks.split(",")) if args.blocks else None,
+        steps=tuple(int(s) for s in args.capture_steps.split(",")),
+        layout=args.layout,
+    )
+    pipe = load_pipeline(args.model, dtype=args.dtype, device=args.device)
+    settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    output = generate_with_features(pipe, [args.prompt], [args.seed], settings=settings, capture=config)
+    features = output.features
+    print(f"prompt: {args.prompt!r}  seed {args.seed}  image {output.images.shape[1:]}")
+    print(f"captured {len(features.describe())} maps, {features.nbytes_per_image() / 1e6:.3f} MB per image:")
+    print("\n".join(features.describe()))
+    step = features.steps[-1]
+    for side, maps in features.by_resolution(step).items():
+        print(f"level {side:>3}x{side:<3} {len(maps)} maps, {sum(m.shape[1] for m in maps)} channels")
+    if args.out:
+        for path in export_generation(output, Path(args.out)):
+            print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="groundiff",
+        description="Grounded generation: masks for the objects a Stable Diffusion prompt names.",
+    )
+    parser.add_argument("--version", action="version", version=f"groundiff {groundiff.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    env = commands.add_parser("env", help="print library versions, device and dtype")
+    env.set_defaults(run=_cmd_env)
+
+    capture = commands.add_parser("capture", help="generate one image and print the U-Net features captured")
+    capture.add_argument("prompt", nargs="?", default="a photograph of a dog and a sofa")
+    capture.add_argument("--model", default="tiny-sd1", help="built-in name, hub id, diffusers folder or .safetensors")
+    capture.add_argument("--steps", type=int, default=50, help="denoising steps")
+    capture.add_argument("--guidance-scale", type=float, default=7.5)
+    capture.add_argument("--seed", type=int, default=0)
+    capture.add_argument("--blocks", default=None, help="comma-separated blocks (down0,…,mid,up0,…); default all")
+    capture.add_argument("--capture-steps", default="-1", help="comma-separated step indices; -1 is the last")
+    capture.add_argument("--layout", choices=["cond", "uncond+cond"], default="cond")
+    capture.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    capture.add_argument("--device", default=None, help="cpu, cuda, …; default cuda when available")
+    capture.add_argument("--out", default=None, help="folder for the image PNG and features safetensors")
+    capture.set_defaults(run=_cmd_capture)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; `argv` without the program name (tests call `main([...])` directly)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args))
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"groundiff {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

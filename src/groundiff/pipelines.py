@@ -1,0 +1,102 @@
+"""Loading a Stable-Diffusion-style pipeline by built-in name, hub id, local folder or single file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from groundiff import testing
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+
+# Built-in pipelines that need no download. The tiny ones have random weights: they show the
+# mechanics (shapes, speed), not image quality.
+BUILTIN_PIPELINES: dict[str, Callable[[], StableDiffusionPipeline]] = {
+    "tiny-sd1": lambda: testing.tiny_pipeline("sd1"),
+    "tiny-sd2": lambda: testing.tiny_pipeline("sd2"),
+}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """`"float16"` → `torch.float16`; raises ValueError naming the valid choices."""
+    if name not in DTYPES:
+        raise ValueError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or source.endswith(SINGLE_FILE_SUFFIXES) or "\\" in source
+
+
+def load_pipeline(
+    source: str,
+    *,
+    dtype: str = "float32",
+    device: str | None = None,
+    single_file_config: str | None = None,
+) -> StableDiffusionPipeline:
+    """A Stable Diffusion pipeline (SD 1.x, SD 2.x or a fine-tune) ready for feature capture.
+
+    Args:
+        source: a built-in name (`tiny-sd1`, `tiny-sd2`), a hub id (`runwayml/stable-diffusion-v1-5`),
+            a local folder in diffusers layout, or a single `.safetensors` / `.ckpt` checkpoint.
+        dtype: `float32`, `float16` or `bfloat16`.
+        device: `cpu`, `cuda`, …; default: CUDA when available.
+        single_file_config: for single-file checkpoints without network, a local diffusers folder
+            (or hub id in the cache) whose component configs match the checkpoint.
+    The safety checker is left out: it blacks out images, which would corrupt a dataset.
+    """
+    torch_dtype = parse_dtype(dtype)
+    device = device or default_device()
+    if source in BUILTIN_PIPELINES:
+        pipe = BUILTIN_PIPELINES[source]().to(dtype=torch_dtype)  # built in float32 from config
+    elif _looks_like_path(source) or Path(source).exists():
+        pipe = _load_local(source, torch_dtype, single_file_config)
+    else:
+        pipe = _load_hub(source, torch_dtype)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    log.info("loaded pipeline %s on %s in %s", source, device, dtype)
+    return pipe
+
+
+def _load_local(source: str, torch_dtype: torch.dtype, single_file_config: str | None) -> StableDiffusionPipeline:
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Model path {source!r} does not exist. Pass a diffusers folder, a .safetensors/.ckpt file, "
+            f"a hub id, or one of the built-in names: {', '.join(BUILTIN_PIPELINES)}."
+        )
+    no_safety: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    if path.is_file():
+        if path.suffix not in SINGLE_FILE_SUFFIXES:
+            raise ValueError(f"Model file {source!r} is no .safetensors or .ckpt checkpoint.")
+        extra = {"config": single_file_config} if single_file_config else {}
+        return StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch_dtype, **extra, **no_safety)
+    if not (path / "model_index.json").exists():
+        raise ValueError(f"Folder {source!r} has no model_index.json; it is not a diffusers pipeline folder.")
+    return StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch_dtype, **no_safety)
+
+
+def _load_hub(hub_id: str, torch_dtype: torch.dtype) -> StableDiffusionPipeline:
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            hub_id, torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False
+        )
+    except OSError as error:
+        raise OSError(
+            f"Could not load {hub_id!r} from the Hugging Face hub or its local cache ({error}). "
+            f"Without network, download it once elsewhere and pass the local folder instead."
+        ) from error
