@@ -1,0 +1,343 @@
+"""Training of the mini world's parts on CPU: `python -m groundiff.miniworld.train <part> [--resume] [--minutes M]`.
+
+Parts, in the order they depend on each other:
+    vae      4× AutoencoderKL on renders (L1 + MSE + KL).
+    clip     tiny CLIP, contrastive on renders and their captions, plus CLIP-IQA ("Good photo." /
+             "Bad photo." on clean and degraded renders).
+    unet     UNet2DConditionModel on VAE latents, conditioned on the frozen CLIP text tower
+             (captions dropped 10% of the time for classifier-free guidance), EMA of the weights.
+    labeler  segmentation net over background + 20 classes on renders.
+    publish  assemble the shipped weights (diffusers pipeline folder, CLIP, labeler) from the runs.
+
+Every part is seeded (batch i is a function of the seed and i only), logs loss and steps/s, writes
+a resumable safetensors checkpoint every few minutes and stops after --steps or --minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from torch import nn
+
+from groundiff.miniworld import models
+from groundiff.miniworld.checkpoint import load_training_state, save_training_state
+from groundiff.miniworld.datasets import EVAL_FIRST_SEED, TRAIN_FIRST_SEED, cached_render_set
+from groundiff.miniworld.renderer import RenderedSet
+from groundiff.miniworld.vocabulary import CLASSES, make_caption
+
+log = logging.getLogger(__name__)
+
+PARTS = ("vae", "clip", "unet", "labeler", "publish")
+DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "unet": 200_000, "labeler": 3000}
+DEFAULT_BATCH = {"vae": 32, "clip": 128, "unet": 64, "labeler": 32}
+DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "unet": 3e-4, "labeler": 2e-3}
+TRAIN_SCENES = 60_000
+EVAL_SCENES = 2_000
+IQA_PROMPTS = ("Good photo.", "Bad photo.")
+
+
+@dataclass
+class TrainConfig:
+    """One training run of one part.
+
+    Attributes:
+        part: one of PARTS.
+        run_dir: checkpoints, logs and the render cache live here (`<run_dir>/<part>/`).
+        steps: stop after this many optimizer steps in total (across resumes).
+        minutes: stop after this many minutes of this invocation (a checkpoint is written first).
+        batch_size, lr: optimizer settings.
+        resume: continue from `<run_dir>/<part>/checkpoint.safetensors`.
+        seed: batch i draws its samples from (seed, i), so resumed runs see the same batches.
+        threads: torch CPU threads.
+        checkpoint_minutes: minutes between checkpoints.
+    """
+
+    part: str
+    run_dir: Path = Path("runs/miniworld")
+    steps: int | None = None
+    minutes: float | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    resume: bool = False
+    seed: int = 0
+    threads: int = 2
+    checkpoint_minutes: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.part not in PARTS:
+            raise ValueError(f"Unknown part {self.part!r}; choose one of {', '.join(PARTS)}.")
+        self.run_dir = Path(self.run_dir)
+        if self.part != "publish":
+            self.steps = self.steps or DEFAULT_STEPS[self.part]
+            self.batch_size = self.batch_size or DEFAULT_BATCH[self.part]
+            self.lr = self.lr or DEFAULT_LR[self.part]
+
+    @property
+    def part_dir(self) -> Path:
+        return self.run_dir / self.part
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.part_dir / "checkpoint.safetensors"
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 in [0, 255] → (B, 3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def batch_indices(seed: int, step: int, count: int, batch_size: int) -> np.ndarray:
+    return np.random.default_rng([seed, step]).integers(0, count, batch_size)
+
+
+def _run_loop(
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[int], dict[str, torch.Tensor]],
+    *,
+    ema: nn.Module | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+) -> int:
+    """The shared optimizer loop: resume, step, log, checkpoint, stop on steps or minutes. Returns the last step."""
+    step = 0
+    if config.resume and config.checkpoint_path.exists():
+        step = load_training_state(config.checkpoint_path, model, optimizer, ema)
+        log.info("%s: resumed from %s at step %d", config.part, config.checkpoint_path, step)
+    start = last_log = last_ckpt = time.time()
+    steps_since_log = 0
+    warmup = 200
+    base_lr = config.lr
+    assert config.steps is not None and base_lr is not None
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * min(1.0, (step + 1) / warmup)
+        losses = loss_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        steps_since_log += 1
+        if ema is not None:
+            decay = min(0.999, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                    p_ema.lerp_(p, 1 - decay)
+        now = time.time()
+        if now - last_log > 60 or step == config.steps:
+            parts = " ".join(f"{k} {v.item():.4f}" for k, v in losses.items())
+            log.info("%s step %d %s  %.2f steps/s", config.part, step, parts, steps_since_log / (now - last_log))
+            last_log, steps_since_log = now, 0
+        out_of_time = config.minutes is not None and now - start > 60 * config.minutes
+        if now - last_ckpt > 60 * config.checkpoint_minutes or out_of_time or step == config.steps:
+            save_training_state(config.checkpoint_path, model, optimizer, step, ema)
+            log.info("%s: checkpoint at step %d (%.1f min this run)", config.part, step, (now - start) / 60)
+            last_ckpt = now
+            if evaluate is not None:
+                log.info("%s eval at step %d: %s", config.part, step, evaluate())
+        if out_of_time:
+            break
+    return step
+
+
+def _train_set(config: TrainConfig) -> RenderedSet:
+    return cached_render_set(config.run_dir / "cache", TRAIN_FIRST_SEED, TRAIN_SCENES)
+
+
+def _eval_set(config: TrainConfig) -> RenderedSet:
+    return cached_render_set(config.run_dir / "cache", EVAL_FIRST_SEED, EVAL_SCENES)
+
+
+# ----------------------------------------------------------------------------------------- VAE
+def train_vae(config: TrainConfig) -> None:
+    """4× KL autoencoder: L1 + MSE reconstruction with object pixels weighted 4×, KL weight 1e-6."""
+    data, held_out = _train_set(config), _eval_set(config)
+    torch.manual_seed(config.seed)
+    vae = models.build_vae()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
+    assert config.batch_size is not None
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        x = images_to_tensor(data.images[idx])  # (B, 3, H, W)
+        weight = 1.0 + 3.0 * torch.from_numpy(data.labels[idx] > 0).float()[:, None]  # (B, 1, H, W)
+        posterior = vae.encode(x).latent_dist
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        recon = vae.decode(posterior.sample(generator)).sample
+        l1 = (weight * (recon - x).abs()).mean()
+        mse = (weight * (recon - x) ** 2).mean()
+        kl = posterior.kl().mean()
+        return {"loss": l1 + mse + 1e-6 * kl, "l1": l1, "kl": kl}
+
+    def evaluate() -> dict[str, float]:
+        vae.eval()
+        with torch.no_grad():
+            x = images_to_tensor(held_out.images[:256])
+            recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        vae.train()
+        mse = ((recon - x) / 2).pow(2).mean().item()
+        return {"psnr": round(10 * math.log10(1 / mse), 2)}
+
+    vae.train()
+    _run_loop(config, vae, optimizer, loss_fn, evaluate=evaluate)
+
+
+# ---------------------------------------------------------------------------------------- CLIP
+def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A "bad photo" version of a (H, W, 3) uint8 render: one or two of blur, noise, JPEG, pixelation, low contrast."""
+    pil = Image.fromarray(image)
+    size = image.shape[0]
+    for kind in rng.choice(5, size=int(rng.integers(1, 3)), replace=False):
+        if kind == 0:
+            pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(1.2, 2.5))))
+        elif kind == 1:
+            noisy = np.asarray(pil, dtype=np.float32) + rng.normal(0, rng.uniform(25, 60), (size, size, 3))
+            pil = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        elif kind == 2:
+            buffer = io.BytesIO()
+            pil.save(buffer, format="JPEG", quality=int(rng.integers(3, 12)))
+            pil = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+        elif kind == 3:
+            small = int(rng.integers(10, 20))
+            pil = pil.resize((small, small), Image.BILINEAR).resize((size, size), Image.NEAREST)
+        else:
+            flat = np.asarray(pil, dtype=np.float32) * rng.uniform(0.15, 0.35) + rng.uniform(20, 150)
+            pil = Image.fromarray(np.clip(flat, 0, 255).astype(np.uint8))
+    return np.asarray(pil)
+
+
+def _tokenize(texts: Sequence[str], length: int) -> torch.Tensor:
+    from groundiff.tokenizer import load_clip_tokenizer
+
+    tokenizer = load_clip_tokenizer()
+    return tokenizer(
+        list(texts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def _image_features(clip: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] → (B, D) projected CLIP image embeddings (transformers 4 and 5 alike)."""
+    return clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
+
+
+def _text_features(clip: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) token ids → (B, D) projected CLIP text embeddings (pooled at the first end token)."""
+    return clip.text_projection(clip.text_model(input_ids=input_ids).pooler_output)
+
+
+def train_clip(config: TrainConfig) -> None:
+    """Contrastive CLIP on (render, caption) with multi-positive targets (same class pair), plus CLIP-IQA."""
+    data, held_out = _train_set(config), _eval_set(config)
+    torch.manual_seed(config.seed)
+    clip = models.build_clip()
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=config.lr, weight_decay=0.05)
+    assert config.batch_size is not None
+    caption_tokens = _tokenize(data.captions(), 16)  # (N, 16): captions are ≤ 16 tokens
+    pair_keys = np.sort(data.classes, axis=1) @ np.array([len(CLASSES), 1])  # unordered pair id per scene
+    iqa_tokens = _tokenize(IQA_PROMPTS, 16)
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        rng = np.random.default_rng([config.seed, step, 1])
+        n_iqa = 32
+        bad = np.stack([degrade(img, rng) for img in data.images[idx[: n_iqa // 2]]])
+        images = images_to_tensor(np.concatenate([data.images[idx], bad]))  # (B + 16, 3, H, W)
+        image_emb = nn.functional.normalize(_image_features(clip, images), dim=-1)
+        texts = torch.cat([caption_tokens[idx], iqa_tokens])
+        text_emb = nn.functional.normalize(_text_features(clip, texts), dim=-1)
+        scale = clip.logit_scale.exp().clamp(max=100)
+        b = len(idx)
+        logits = scale * image_emb[:b] @ text_emb[:b].T  # (B, B)
+        same = torch.from_numpy(pair_keys[idx][:, None] == pair_keys[idx][None, :]).float()
+        targets = same / same.sum(dim=1, keepdim=True)
+        contrastive = 0.5 * (
+            nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)
+        )
+        iqa_images = torch.cat([image_emb[n_iqa // 2 : n_iqa], image_emb[b:]])  # 16 clean, 16 degraded
+        iqa_logits = scale * iqa_images @ text_emb[b:].T  # (32, 2)
+        iqa_targets = torch.arange(n_iqa) // (n_iqa // 2)  # 0 = good, 1 = bad
+        iqa = nn.functional.cross_entropy(iqa_logits, iqa_targets)
+        return {"loss": contrastive + 0.5 * iqa, "contrastive": contrastive, "iqa": iqa}
+
+    def evaluate() -> dict[str, float]:
+        clip.eval()
+        metrics = evaluate_clip(clip, held_out, count=500)
+        clip.train()
+        return metrics
+
+    clip.train()
+    _run_loop(config, clip, optimizer, loss_fn, evaluate=evaluate)
+
+
+@torch.no_grad()
+def evaluate_clip(clip: nn.Module, held_out: RenderedSet, *, count: int = 500) -> dict[str, float]:
+    """Zero-shot accuracy of naming both classes (among all 190 pairs) and CLIP-IQA good/bad accuracy."""
+    pairs = [(i, j) for i in range(len(CLASSES)) for j in range(len(CLASSES)) if i != j]
+    captions = [make_caption([CLASSES[i], CLASSES[j]]) for i, j in pairs]
+    text = nn.functional.normalize(_text_features(clip, _tokenize(captions, 16)), dim=-1)
+    images = held_out.images[:count]
+    image = nn.functional.normalize(_image_features(clip, images_to_tensor(images)), dim=-1)
+    best = (image @ text.T).argmax(dim=1).numpy()  # (count,)
+    predicted = np.sort(np.array(pairs)[best], axis=1)
+    pair_acc = float((predicted == np.sort(held_out.classes[:count], axis=1)).all(axis=1).mean())
+    rng = np.random.default_rng(0)
+    bad = np.stack([degrade(img, rng) for img in images[:200]])
+    iqa_text = nn.functional.normalize(_text_features(clip, _tokenize(IQA_PROMPTS, 16)), dim=-1)
+    both = images_to_tensor(np.concatenate([images[:200], bad]))
+    iqa_image = nn.functional.normalize(_image_features(clip, both), dim=-1)
+    good = (iqa_image @ iqa_text.T).argmax(dim=1).numpy() == 0
+    iqa_acc = float(np.concatenate([good[:200], ~good[200:]]).mean())
+    return {"pair_accuracy": round(pair_acc, 4), "iqa_accuracy": round(iqa_acc, 4)}
+
+
+def build_argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m groundiff.miniworld.train", description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=PARTS)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/miniworld"))
+    parser.add_argument("--steps", type=int, default=None, help="total optimizer steps (default per part)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop this invocation after M minutes")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from the part's checkpoint")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    parser.add_argument("--weights-dir", type=Path, default=None, help="publish: target folder (default: shipped)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_argument_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        part=args.part,
+        run_dir=args.run_dir,
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        resume=args.resume,
+        seed=args.seed,
+        threads=args.threads,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
+    runners = {"vae": train_vae, "clip": train_clip}
+    runners[config.part](config)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
