@@ -32,7 +32,7 @@ def save_training_state(
 def load_training_state(
     path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, ema: nn.Module | None = None
 ) -> int:
-    """Restore what `save_training_state` wrote (the optimizer only when its moments are in the file); returns the step."""
+    """Restore what `save_training_state` wrote (the optimizer only if the file has its moments); returns the step."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:

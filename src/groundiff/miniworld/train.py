@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import logging
 import math
 import time
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from groundiff.miniworld import models
@@ -35,6 +38,7 @@ from groundiff.miniworld.checkpoint import load_training_state, save_training_st
 from groundiff.miniworld.datasets import EVAL_FIRST_SEED, TRAIN_FIRST_SEED, cached_render_set
 from groundiff.miniworld.renderer import RenderedSet
 from groundiff.miniworld.vocabulary import CLASSES, make_caption
+from groundiff.miniworld.weights import COMPACT_UNET_CHECKPOINT, PACKAGE_DIR, PIPELINE_DIR, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "unet": 200_000, "labeler": 3000}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "unet": 64, "labeler": 32}
 DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "unet": 3e-4, "labeler": 2e-3}
 TRAIN_SCENES = 60_000
+LABELER_WIDTH = 32
+UNET_SCENES = 40_000  # renders encoded once into latents for the U-Net
 EVAL_SCENES = 2_000
 IQA_PROMPTS = ("Good photo.", "Bad photo.")
 
@@ -302,6 +308,232 @@ def evaluate_clip(clip: nn.Module, held_out: RenderedSet, *, count: int = 500) -
     return {"pair_accuracy": round(pair_acc, 4), "iqa_accuracy": round(iqa_acc, 4)}
 
 
+# ---------------------------------------------------------------------------------------- U-Net
+def _pair_table_index(classes: np.ndarray) -> np.ndarray:
+    """(N, 2) ordered class indices → (N,) row in the caption-embedding table of all ordered pairs."""
+    return classes[:, 0] * len(CLASSES) + classes[:, 1]
+
+
+@torch.no_grad()
+def caption_embedding_table(pipeline_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen text-encoder states of every two-class caption and of the empty caption.
+
+    Returns (table, empty): table (20 * 20, 77, D) indexed by `x * 20 + y` for "a photograph of a
+    {x} and a {y}" (rows with x == y are unused), empty (77, D) for "" (classifier-free guidance).
+    Tokenized exactly as `StableDiffusionPipeline.encode_prompt` does (padded to 77, no mask).
+    """
+    from transformers import CLIPTextModel
+
+    text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", torch_dtype=torch.float32).eval()
+    captions = [make_caption([x, y]) for x in CLASSES for y in CLASSES] + [""]
+    states = text_encoder(_tokenize(captions, 77)).last_hidden_state  # (401, 77, D)
+    return states[:-1], states[-1]
+
+
+@torch.no_grad()
+def encode_latents(pipeline_dir: Path, images: np.ndarray, *, batch_size: int = 250) -> torch.Tensor:
+    """(N, H, W, 3) uint8 renders → (N, 4, H/4, W/4) posterior means of the shipped VAE × its scaling factor."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(pipeline_dir / "vae", torch_dtype=torch.float32).eval()
+    chunks = [
+        vae.encode(images_to_tensor(images[i : i + batch_size])).latent_dist.mean
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks) * vae.config.scaling_factor
+
+
+def train_unet(config: TrainConfig, pipeline_dir: Path, compact_resume: Path) -> None:
+    """ε-prediction on latents of the shipped VAE, conditioned on the shipped (frozen) text encoder.
+
+    Each sample's caption names its two classes in a random order; 10% of captions are replaced by
+    "" so that classifier-free guidance works. The EMA of the weights (decay 0.999) is what ships.
+    """
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    data = _train_set(config)
+    latent_path = config.part_dir / f"latents_{UNET_SCENES}.safetensors"
+    if latent_path.exists():
+        latents = load_file(str(latent_path))["latents"]
+    else:
+        log.info("unet: encoding %d renders with the shipped VAE", UNET_SCENES)
+        latents = encode_latents(pipeline_dir, data.images[:UNET_SCENES])
+        config.part_dir.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": latents.contiguous()}, str(latent_path))
+    log.info("unet: latents %s, std %.3f", tuple(latents.shape), latents.std().item())
+    table, empty = caption_embedding_table(pipeline_dir)
+    noise_schedule = DDPMScheduler.from_pretrained(pipeline_dir / "scheduler")
+    torch.manual_seed(config.seed)
+    unet = models.build_unet()
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
+    if config.resume and not config.checkpoint_path.exists() and compact_resume.exists():
+        step = load_training_state(compact_resume, unet)
+        shipped = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", torch_dtype=torch.float32)
+        ema.load_state_dict(shipped.state_dict())
+        save_training_state(config.checkpoint_path, unet, optimizer, step, ema)
+        log.info("unet: seeded the run from the committed checkpoint %s (step %d)", compact_resume, step)
+    assert config.batch_size is not None
+    classes = torch.from_numpy(data.classes[:UNET_SCENES])
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(batch_indices(config.seed, step, UNET_SCENES, config.batch_size))
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+        x0 = latents[idx]  # (B, 4, h, w)
+        pair = classes[idx]  # (B, 2)
+        swap = torch.rand(len(idx), generator=generator) < 0.5
+        pair = torch.where(swap[:, None], pair.flip(1), pair)
+        context = table[_pair_table_index(pair.numpy())]  # (B, 77, D)
+        drop = torch.rand(len(idx), generator=generator) < 0.1
+        context = torch.where(drop[:, None, None], empty[None], context)
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(idx),), generator=generator)
+        noisy = noise_schedule.add_noise(x0, noise, t)
+        predicted = unet(noisy, t, encoder_hidden_states=context).sample
+        mse = nn.functional.mse_loss(predicted, noise)
+        return {"loss": mse}
+
+    unet.train()
+    _run_loop(config, unet, optimizer, loss_fn, ema=ema)
+
+
+# -------------------------------------------------------------------------------------- labeler
+def augment_like_generation(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mild blur, noise and colour shifts, so that the labeler also reads decoded (generated) images."""
+    out = []
+    for image in images:
+        pil = Image.fromarray(image)
+        if rng.random() < 0.5:
+            pil = pil.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.0))))
+        pixels = np.asarray(pil, dtype=np.float32) * rng.uniform(0.9, 1.1, 3) + rng.uniform(-12, 12, 3)
+        pixels += rng.normal(0, rng.uniform(0, 6), pixels.shape)
+        out.append(np.clip(pixels, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def train_labeler(config: TrainConfig) -> None:
+    """Cross-entropy segmentation over background + 20 classes on renders with mild augmentation."""
+    from groundiff.miniworld.labeler import MiniWorldLabeler, class_miou
+
+    data, held_out = _train_set(config), _eval_set(config)
+    torch.manual_seed(config.seed)
+    net = models.SegmentationNet(width=LABELER_WIDTH)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    assert config.batch_size is not None
+
+    def loss_fn(step: int) -> dict[str, torch.Tensor]:
+        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        rng = np.random.default_rng([config.seed, step, 2])
+        x = images_to_tensor(augment_like_generation(data.images[idx], rng))
+        if rng.random() < 0.5:
+            x, target = x.flip(3), torch.from_numpy(data.labels[idx]).long().flip(2)
+        else:
+            target = torch.from_numpy(data.labels[idx]).long()
+        return {"loss": nn.functional.cross_entropy(net(x), target)}
+
+    def evaluate() -> dict[str, float]:
+        predicted, _ = MiniWorldLabeler(net).predict(held_out.images[:500])
+        net.train()
+        return {"miou": round(class_miou(predicted, held_out.labels[:500]), 2)}
+
+    net.train()
+    _run_loop(config, net, optimizer, loss_fn, evaluate=evaluate)
+
+
+# -------------------------------------------------------------------------------------- publish
+def _run_weights(config: TrainConfig, part: str, prefix: str = "model.") -> dict[str, torch.Tensor]:
+    path = config.run_dir / part / "checkpoint.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No {part} checkpoint at {path}; train it first: python -m groundiff.miniworld.train {part}."
+        )
+    return {k[len(prefix) :]: v for k, v in load_file(str(path)).items() if k.startswith(prefix)}
+
+
+def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(torch.float16).contiguous() for k, v in state.items()}
+
+
+def publish(config: TrainConfig, parts: Sequence[str], weights_dir: Path) -> None:
+    """Write the shipped weights of `parts` (vae, clip, unet, labeler) from their run checkpoints, in fp16.
+
+    The pipeline folder is rewritten as a whole (components not published now are read back from it);
+    the U-Net ships its EMA weights, and its raw weights go to a compact fp16 resume checkpoint.
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from groundiff.tokenizer import load_clip_tokenizer
+
+    pipeline_dir = weights_dir / "pipeline"
+    components: dict[str, nn.Module] = {}
+    if "vae" in parts:
+        vae = models.build_vae()
+        vae.load_state_dict(_run_weights(config, "vae"))
+        vae.eval()
+        with torch.no_grad():
+            sample = images_to_tensor(_train_set(config).images[:2000])
+            std = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in sample.split(250)]).std().item()
+        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+        log.info("publish: VAE latent std %.4f → scaling_factor %.5f", std, 1.0 / std)
+        components["vae"] = vae
+    if "clip" in parts:
+        clip = models.build_clip()
+        clip.load_state_dict(_run_weights(config, "clip"))
+        components["text_encoder"] = copy.deepcopy(clip.text_model)  # a CLIPTextModel
+        clip_dir = weights_dir / "clip"
+        clip_dir.mkdir(parents=True, exist_ok=True)
+        clip.config.save_pretrained(str(clip_dir))
+        rest = {k: v for k, v in clip.state_dict().items() if not k.startswith("text_model.")}
+        save_file(_fp16(rest), str(clip_dir / "model.safetensors"))
+    if "unet" in parts:
+        unet = models.build_unet()
+        unet_run = config.run_dir / "unet" / "checkpoint.safetensors"
+        if unet_run.exists():
+            unet.load_state_dict(_run_weights(config, "unet", "ema."))
+            with safe_open(str(unet_run), framework="pt") as handle:
+                step = handle.metadata()["step"]
+            compact = PACKAGE_DIR / "checkpoints" / "unet_resume.safetensors"
+            compact.parent.mkdir(parents=True, exist_ok=True)
+            save_file(
+                {f"model.{k}": v for k, v in _fp16(_run_weights(config, "unet")).items()},
+                str(compact),
+                metadata={"step": step, "param_groups": "[]"},
+            )
+            log.info("publish: U-Net EMA and compact resume checkpoint at step %s", step)
+        components["unet"] = unet
+    if components:
+        existing = {}
+        if (pipeline_dir / "model_index.json").exists():
+            existing = {
+                "vae": lambda: AutoencoderKL.from_pretrained(pipeline_dir / "vae"),
+                "text_encoder": lambda: CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder"),
+                "unet": lambda: UNet2DConditionModel.from_pretrained(pipeline_dir / "unet"),
+            }
+        for name in ("vae", "text_encoder", "unet"):
+            if name not in components:
+                if name not in existing:
+                    raise FileNotFoundError(f"Publishing the pipeline needs a {name}: publish it too (--parts).")
+                components[name] = existing[name]().float()
+        pipe = StableDiffusionPipeline(
+            **components,
+            tokenizer=load_clip_tokenizer(),
+            scheduler=models.build_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.to(torch.float16).save_pretrained(str(pipeline_dir), safe_serialization=True)
+    if "labeler" in parts:
+        labeler_dir = weights_dir / "labeler"
+        labeler_dir.mkdir(parents=True, exist_ok=True)
+        (labeler_dir / "config.json").write_text(
+            json.dumps({"width": LABELER_WIDTH, "classes": list(CLASSES)}, indent=2)
+        )
+        save_file(_fp16(_run_weights(config, "labeler")), str(labeler_dir / "model.safetensors"))
+    log.info("publish: wrote %s to %s", ", ".join(parts), weights_dir)
+
+
 def build_argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m groundiff.miniworld.train", description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=PARTS)
@@ -315,6 +547,8 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
     parser.add_argument("--weights-dir", type=Path, default=None, help="publish: target folder (default: shipped)")
+    parser.add_argument("--parts", default="vae,clip,unet,labeler", help="publish: comma-separated parts")
+    parser.add_argument("--pipeline-dir", type=Path, default=None, help="unet: VAE and text encoder (default: shipped)")
     return parser
 
 
@@ -334,8 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         checkpoint_minutes=args.checkpoint_minutes,
     )
-    runners = {"vae": train_vae, "clip": train_clip}
-    runners[config.part](config)
+    if config.part == "publish":
+        publish(config, args.parts.split(","), args.weights_dir or WEIGHTS_DIR)
+    elif config.part == "unet":
+        train_unet(config, args.pipeline_dir or PIPELINE_DIR, COMPACT_UNET_CHECKPOINT)
+    else:
+        {"vae": train_vae, "clip": train_clip, "labeler": train_labeler}[config.part](config)
     return 0
 
 

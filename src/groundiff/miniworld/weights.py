@@ -1,0 +1,70 @@
+"""Where the shipped mini-world weights live in the package, and loading them by name, offline.
+
+weights/pipeline/   diffusers StableDiffusionPipeline folder (fp16 safetensors)
+weights/clip/       CLIP image tower, projections and logit scale; the text tower is the
+                    pipeline's text encoder (stored once)
+weights/labeler/    segmentation net of `MiniWorldLabeler`
+checkpoints/        compact U-Net training state, so a later session resumes the training
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from groundiff.miniworld.labeler import MiniWorldLabeler
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).parent
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
+CLIP_DIR = WEIGHTS_DIR / "clip"
+LABELER_DIR = WEIGHTS_DIR / "labeler"
+COMPACT_UNET_CHECKPOINT = PACKAGE_DIR / "checkpoints" / "unet_resume.safetensors"
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"The mini-world {what} is missing at {path}. Reinstall groundiff from a checkout that has "
+            f"src/groundiff/miniworld/weights/, or train it: python -m groundiff.miniworld.train <part>."
+        )
+    return path
+
+
+def load_miniworld_pipeline(*, dtype: torch.dtype = torch.float32, device: str = "cpu"):  # noqa: ANN201
+    """The shipped tiny StableDiffusionPipeline (64×64 images), safety checker off, progress bar off."""
+    from diffusers import StableDiffusionPipeline
+
+    folder = _require(PIPELINE_DIR / "model_index.json", "pipeline").parent
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_miniworld_clip(*, dtype: torch.dtype = torch.float32):  # noqa: ANN201
+    """The shipped tiny `transformers.CLIPModel` (text tower shared with the pipeline), for CLIP-IQA."""
+    from transformers import CLIPConfig, CLIPModel
+
+    _require(CLIP_DIR / "config.json", "CLIP")
+    model = CLIPModel(CLIPConfig.from_pretrained(str(CLIP_DIR)))
+    state = load_file(str(CLIP_DIR / "model.safetensors"))
+    text = load_file(str(_require(PIPELINE_DIR / "text_encoder" / "model.safetensors", "text encoder")))
+    state.update({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text.items()})
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    if unexpected or any(not k.endswith("position_ids") for k in missing):
+        raise RuntimeError(
+            f"Mini-world CLIP weights do not match its config: missing {missing}, unexpected {unexpected}."
+        )
+    return model.to(dtype).eval()
+
+
+def load_miniworld_labeler(**kwargs: int) -> MiniWorldLabeler:
+    """The shipped `MiniWorldLabeler` (float32, CPU)."""
+    return MiniWorldLabeler.from_folder(_require(LABELER_DIR, "labeler"), **kwargs)
