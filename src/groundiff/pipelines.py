@@ -61,7 +61,9 @@ def load_pipeline(
     torch_dtype = parse_dtype(dtype)
     device = device or default_device()
     if source in BUILTIN_PIPELINES:
-        pipe = BUILTIN_PIPELINES[source]().to(dtype=torch_dtype)  # built in float32 from config
+        pipe = BUILTIN_PIPELINES[source]()  # built in float32 from config
+        if torch_dtype != torch.float32:
+            pipe = pipe.to(dtype=torch_dtype)
     elif _looks_like_path(source) or Path(source).exists():
         pipe = _load_local(source, torch_dtype, single_file_config)
     else:
@@ -84,16 +86,16 @@ def _load_local(source: str, torch_dtype: torch.dtype, single_file_config: str |
         if path.suffix not in SINGLE_FILE_SUFFIXES:
             raise ValueError(f"Model file {source!r} is no .safetensors or .ckpt checkpoint.")
         extra = {"config": single_file_config} if single_file_config else {}
-        return StableDiffusionPipeline.from_single_file(str(path), torch_dtype=torch_dtype, **extra, **no_safety)
+        return StableDiffusionPipeline.from_single_file(str(path), dtype=torch_dtype, **extra, **no_safety)
     if not (path / "model_index.json").exists():
         raise ValueError(f"Folder {source!r} has no model_index.json; it is not a diffusers pipeline folder.")
-    return StableDiffusionPipeline.from_pretrained(str(path), torch_dtype=torch_dtype, **no_safety)
+    return StableDiffusionPipeline.from_pretrained(str(path), dtype=torch_dtype, **no_safety)
 
 
 def _load_hub(hub_id: str, torch_dtype: torch.dtype) -> StableDiffusionPipeline:
     try:
         return StableDiffusionPipeline.from_pretrained(
-            hub_id, torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False
+            hub_id, dtype=torch_dtype, safety_checker=None, requires_safety_checker=False
         )
     except OSError as error:
         raise OSError(

@@ -149,7 +149,9 @@ def end_of_text_embeddings(text_encoder: Any, tokenizer: Any, prompts: Sequence[
     """
     for prompt in prompts:
         if len(tokenizer(prompt).input_ids) > tokenizer.model_max_length:
-            raise ValueError(f"Prompt {prompt!r} is longer than the text encoder's limit of {tokenizer.model_max_length}.")
+            raise ValueError(
+                f"Prompt {prompt!r} is longer than the text encoder's limit of {tokenizer.model_max_length}."
+            )
     ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length).input_ids
     eot = [row.index(tokenizer.eos_token_id) for row in ids]
     hidden = encode_prompts(text_encoder, tokenizer, prompts)  # (P, T, D)
@@ -157,7 +159,12 @@ def end_of_text_embeddings(text_encoder: Any, tokenizer: Any, prompts: Sequence[
 
 
 def template_class_embeddings(
-    text_encoder: Any, tokenizer: Any, template: PromptTemplate, class_names: Sequence[str], *, end_of_text: bool = False
+    text_encoder: Any,
+    tokenizer: Any,
+    template: PromptTemplate,
+    class_names: Sequence[str],
+    *,
+    end_of_text: bool = False,
 ) -> torch.Tensor:
     """Class embeddings as a grounding model consumes them, for one image's classes.
 
@@ -177,5 +184,7 @@ def template_class_embeddings(
             )
         return end_of_text_embeddings(text_encoder, tokenizer, prompts)
     if template.per_class:
-        return torch.cat([class_embeddings(text_encoder, tokenizer, p, [c]) for p, c in zip(prompts, class_names)])
+        return torch.cat(
+            [class_embeddings(text_encoder, tokenizer, p, [c]) for p, c in zip(prompts, class_names, strict=True)]
+        )
     return class_embeddings(text_encoder, tokenizer, prompts[0], class_names)

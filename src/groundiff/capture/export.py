@@ -25,6 +25,8 @@ def export_generation(output: GenerationOutput, folder: Path, feature_dtype: tor
         Image.fromarray(image).save(image_path)
         feature_path = folder / f"features{index}.safetensors"
         tensors = {name: t.contiguous() for name, t in features.flat(index).items()}
-        save_file(tensors, str(feature_path), metadata={"prompt": output.prompts[index], "seed": str(output.seeds[index])})
+        save_file(
+            tensors, str(feature_path), metadata={"prompt": output.prompts[index], "seed": str(output.seeds[index])}
+        )
         written += [image_path, feature_path]
     return written

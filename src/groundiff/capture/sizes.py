@@ -1,0 +1,47 @@
+"""Feature shapes and storage sizes of a U-Net architecture, computed without weights or compute.
+
+The U-Net is built on PyTorch's `meta` device from its config, so even the full-size SD 1.5
+architecture gives its captured shapes in well under a second: storage sizes come from real shapes.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from diffusers import UNet2DConditionModel
+
+from groundiff.capture.config import CaptureConfig
+from groundiff.capture.recorder import capture_features
+
+
+def feature_shapes(
+    unet_config: dict[str, Any], latent_size: int, capture: CaptureConfig | None = None, *, guidance: bool = True
+) -> dict[str, tuple[int, ...]]:
+    """Per-image shape (C, H, W) of every captured block for one U-Net step at `latent_size`².
+
+    Args:
+        unet_config: keyword arguments of `UNet2DConditionModel` (e.g. `testing.sd15_unet_config()`).
+        latent_size: latent side (image side / VAE factor; 64 for SD 1.5 at 512²).
+        capture: which blocks and which layout; steps are ignored (one step is run).
+        guidance: whether the pipeline runs classifier-free guidance (needed by `uncond+cond`).
+    """
+    capture = capture or CaptureConfig()
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**unet_config)
+    batch = 2 if guidance else 1
+    scheduler = SimpleNamespace(timesteps=[0])
+    pipe = SimpleNamespace(unet=unet, scheduler=scheduler, do_classifier_free_guidance=guidance)
+    one_step = CaptureConfig(blocks=capture.blocks, steps=(0,), layout=capture.layout)
+    latents = torch.empty(batch, unet.config.in_channels, latent_size, latent_size, device="meta")
+    text = torch.empty(batch, 77, unet.config.cross_attention_dim, device="meta")
+    with capture_features(pipe, one_step) as features:
+        unet(latents, 0, encoder_hidden_states=text)
+    return {name: tuple(t.shape[1:]) for name, t in features.maps[0].items()}
+
+
+def bytes_per_image(shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, num_steps: int = 1) -> int:
+    """Uncompressed bytes of one image's maps for `num_steps` captured steps."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return num_steps * element * sum(int(torch.Size(s).numel()) for s in shapes.values())
