@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +47,31 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from groundiff.config_io import build_config
+    from groundiff.data.config import GenerateConfig
+    from groundiff.data.generate import generate_set, worker_from_environment
+
+    # SIGTERM (Slurm, kill) unwinds like Ctrl-C, so the open shard is published, not lost.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    config = build_config(GenerateConfig, args.config, args)
+    worker, workers = worker_from_environment(args.worker, args.workers)
+    report = generate_set(config, worker=worker, workers=workers)
+    for message in report.messages:
+        print(message)
+    print(
+        f"{config.set} -> {report.folder}: worker {worker}/{workers} generated {report.generated}, "
+        f"discarded {report.discarded}, found {report.already_done} already on disk"
+    )
+    if report.complete:
+        manifest = json.loads((report.folder / "manifest.json").read_text())
+        print(
+            f"set complete: {manifest['samples']} samples, {manifest['discarded']} discarded, "
+            f"{manifest['bytes_per_sample'] / 1e6:.3f} MB per sample"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundiff",
@@ -70,6 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--device", default=None, help="cpu, cuda, …; default cuda when available")
     capture.add_argument("--out", default=None, help="folder for the image PNG and features safetensors")
     capture.set_defaults(run=_cmd_capture)
+
+    from groundiff.config_io import add_dataclass_flags
+    from groundiff.data.config import GenerateConfig
+
+    generate = commands.add_parser(
+        "generate",
+        help="generate a set of images, U-Net features and masks into shards (resumable)",
+        description="Every config field is also a flag; flags override the config file.",
+    )
+    generate.add_argument("--config", default=None, help="YAML, TOML or JSON file with GenerateConfig fields")
+    generate.add_argument("--worker", type=int, default=None, help="this process's rank (default: RANK or Slurm)")
+    generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
+    add_dataclass_flags(generate, GenerateConfig)
+    generate.set_defaults(run=_cmd_generate)
     return parser
 
 

@@ -11,10 +11,10 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from groundiff import testing
+from groundiff.dtypes import parse_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 # Built-in pipelines that need no download. The tiny ones have random weights: they show the
@@ -22,14 +22,14 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 BUILTIN_PIPELINES: dict[str, Callable[[], StableDiffusionPipeline]] = {
     "tiny-sd1": lambda: testing.tiny_pipeline("sd1"),
     "tiny-sd2": lambda: testing.tiny_pipeline("sd2"),
+    "miniworld": lambda: _miniworld_pipeline(),
 }
 
 
-def parse_dtype(name: str) -> torch.dtype:
-    """`"float16"` → `torch.float16`; raises ValueError naming the valid choices."""
-    if name not in DTYPES:
-        raise ValueError(f"Unknown dtype {name!r}; choose one of {', '.join(DTYPES)}.")
-    return DTYPES[name]
+def _miniworld_pipeline() -> StableDiffusionPipeline:
+    from groundiff.miniworld.weights import load_miniworld_pipeline
+
+    return load_miniworld_pipeline()
 
 
 def default_device() -> str:

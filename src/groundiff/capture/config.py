@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Layout(str, Enum):
+class Layout(StrEnum):
     """How the classifier-free-guidance batch becomes one feature map per image.
 
     COND keeps the conditional half only: (B, C, H, W).

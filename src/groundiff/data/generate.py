@@ -1,0 +1,245 @@
+"""`generate_set`: write one named set of (image, U-Net features, masks, classes) samples to shards.
+
+Sample *i* of a set is fixed by the config alone (see `sampling`): workers split the indices by
+rank (`i % workers == worker`), each writes its own shards, and any run finds the samples already
+on disk and generates only the missing ones. The manifest is written once every index is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from groundiff.capture import GenerationSettings, generate_with_features
+from groundiff.data.config import CONFIG_FILE, GenerateConfig
+from groundiff.data.manifest import collect_done, write_manifest
+from groundiff.data.records import SampleRecord
+from groundiff.data.sampling import ClassPools, attempt_seed, class_pools, draw_classes
+from groundiff.data.shards import TEMP_SUFFIX, ShardWriter
+from groundiff.data.vocabulary import load_split
+from groundiff.dtypes import parse_dtype
+from groundiff.labeling.base import Labeler, LabelResult
+from groundiff.pipelines import load_pipeline
+from groundiff.text import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateReport:
+    """What one `generate_set` call did."""
+
+    folder: Path
+    generated: int = 0
+    discarded: int = 0
+    already_done: int = 0
+    complete: bool = False
+    messages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    index: int
+    attempt: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def generate_set(
+    config: GenerateConfig,
+    *,
+    worker: int = 0,
+    workers: int = 1,
+    pipe: Any | None = None,
+    labeler: Labeler | None = None,
+    scorer: Any | None = None,
+) -> GenerateReport:
+    """Generate (or resume) the set `config.out` with this worker's share of the sample indices.
+
+    Args:
+        config: the set's definition.
+        worker, workers: this process's rank and the number of processes sharing the set.
+        pipe, labeler, scorer: already-loaded components; by default loaded from the config's names.
+    Returns:
+        A report; `complete` is True once every sample of the set is on disk and the manifest written.
+    """
+    # 1. Check inputs before touching the disk.
+    if not 0 <= worker < workers:
+        raise ValueError(f"Worker {worker} does not exist among {workers} workers; use 0 <= worker < workers.")
+    split = load_split(config.vocabulary)
+    pools = class_pools(split, config.set, config.classes, config.objects_per_prompt)
+    folder = Path(config.out)
+    report = GenerateReport(folder)
+
+    # 2. Claim or check the set folder.
+    prepare_folder(folder, config)
+    if (folder / "manifest.json").exists():
+        report.complete = True
+        report.messages.append(
+            f"Set {str(folder)!r} is already complete ({config.num_samples} samples); nothing to do."
+        )
+        return report
+    done, shard_counts = collect_done(folder)
+    prefix = f"{config.set}-w{worker:03d}of{workers:03d}"
+    for stale in folder.glob(f"{prefix}-*{TEMP_SUFFIX}"):
+        stale.unlink()  # a shard a killed run left half-written; its samples are regenerated
+    assert config.num_samples is not None
+    todo = [i for i in range(worker, config.num_samples, workers) if i not in done]
+    report.already_done = len(range(worker, config.num_samples, workers)) - len(todo)
+
+    # 3. Load the components only when there is work.
+    if todo:
+        pipe = pipe or load_pipeline(config.model, dtype=config.dtype, device=config.device)
+        if labeler is None and config.labeler != "none":
+            labeler = _load_labeler(config.labeler)
+        if scorer is None and config.scorer != "none":
+            scorer = _load_scorer(config.scorer)
+        first_shard = shard_counts.get(prefix, 0)
+        writer = ShardWriter(folder, prefix, config.samples_per_shard, first_shard)
+        _SetGenerator(config, pools, pipe, labeler, scorer).run(todo, writer, report)
+
+    # 4. The last worker to finish writes the manifest of the whole set.
+    done, _ = collect_done(folder)
+    if len(done) == config.num_samples:
+        write_manifest(folder, config.content(), split.classes)
+        report.complete = True
+    return report
+
+
+class _SetGenerator:
+    """The generation loop of one worker: batches of pending samples, label, keep or retry, score, write."""
+
+    def __init__(self, config: GenerateConfig, pools: ClassPools, pipe: Any, labeler: Labeler | None, scorer: Any):
+        self.config = config
+        self.pools = pools
+        self.template = PromptTemplate(config.template)
+        self.pipe, self.labeler, self.scorer = pipe, labeler, scorer
+        self.settings = GenerationSettings(
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            height=config.height,
+            width=config.width,
+        )
+
+    def run(self, todo: list[int], writer: ShardWriter, report: GenerateReport) -> None:
+        config = self.config
+        queue = [_Pending(i) for i in todo]
+        bar = tqdm(total=len(todo), desc=f"{config.set} {writer.prefix}", unit="sample", disable=not config.progress)
+        with writer, bar:
+            while queue:
+                batch, queue = queue[: config.batch_size], queue[config.batch_size :]
+                records, retry = self.attempt(batch)
+                for record in records:
+                    writer.write(record)
+                    report.generated += 1
+                    bar.update(1)
+                report.discarded += len(retry)
+                queue += retry
+                bar.set_postfix(kept=report.generated, discarded=report.discarded)
+
+    def attempt(self, batch: list[_Pending]) -> tuple[list[SampleRecord], list[_Pending]]:
+        """One attempt at each pending sample: the kept records, and the discarded samples to retry
+        (each with a failure entry and its next attempt number)."""
+        config = self.config
+        seeds = [attempt_seed(config.seed, config.set, p.index, p.attempt) for p in batch]
+        classes = [draw_classes(self.pools, config.objects_per_prompt, seed) for seed in seeds]
+        prompts = [self.template.format(c)[0] for c in classes]
+        output = generate_with_features(self.pipe, prompts, seeds, settings=self.settings, capture=config.capture())
+        labels = self.labeler.label(output.images, classes) if self.labeler else [LabelResult()] * len(batch)
+        missing = [label.missing(names) if self.labeler else [] for label, names in zip(labels, classes, strict=True)]
+        kept = [j for j in range(len(batch)) if not missing[j]]
+        scores = self.score(output.images[kept])
+        features = output.features.to("cpu", parse_dtype(config.feature_dtype))
+        records, retry = [], []
+        for j, pending in enumerate(batch):
+            if missing[j]:
+                self.discard(pending, list(classes[j]), missing[j])
+                retry.append(pending)
+                continue
+            meta = {
+                "prompt": prompts[j],
+                "classes": list(classes[j]),
+                "index": pending.index,
+                "attempt": pending.attempt,
+                "seed": seeds[j],
+                "set": config.set,
+                "model": config.model,
+                "steps": config.steps,
+                "guidance_scale": config.guidance_scale,
+                "feature_timesteps": {str(k): v for k, v in features.timesteps.items()},
+                "labeler": config.labeler,
+                "label_scores": [labels[j].scores.get(c) for c in classes[j]],
+                "scorer": config.scorer,
+                "iqa": scores[kept.index(j)],
+                "discarded_attempts": pending.failures,
+            }
+            masks = [labels[j].masks[c] for c in classes[j]] if self.labeler else []
+            records.append(SampleRecord(pending.index, output.images[j], features.flat(j), masks, meta))
+        return records, retry
+
+    def discard(self, pending: _Pending, classes: list[str], missing: list[str]) -> None:
+        pending.failures.append({"attempt": pending.attempt, "classes": classes, "missing": missing})
+        pending.attempt += 1
+        if pending.attempt >= self.config.max_attempts:
+            tried = [f["classes"] for f in pending.failures]
+            raise RuntimeError(
+                f"Sample {pending.index} was discarded {self.config.max_attempts} times: labeler "
+                f"{self.config.labeler!r} did not find every class of {tried}. Check the labeler and its "
+                f"threshold, or raise max_attempts."
+            )
+
+    def score(self, images: np.ndarray) -> list[float | None]:
+        if self.scorer is None:
+            return [None] * len(images)
+        return [float(s) for s in self.scorer.score(images)] if len(images) else []
+
+
+def _load_labeler(name: str) -> Labeler:
+    from groundiff.labeling.registry import load_labeler
+
+    return load_labeler(name)
+
+
+def _load_scorer(name: str) -> Any:
+    from groundiff.scoring import load_scorer
+
+    return load_scorer(name)
+
+
+def prepare_folder(folder: Path, config: GenerateConfig) -> None:
+    """Create the set folder with its config, or check that an existing one was made with the same config."""
+    path = folder / CONFIG_FILE
+    content = config.content()
+    if path.exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k in set(stored) | set(content) if stored.get(k) != content.get(k))
+        if changed:
+            details = "; ".join(f"{k}: set has {stored.get(k)!r}, now {content.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"Set {str(folder)!r} was started with a different config ({details}). "
+                f"Use the original config to resume it, or another --out folder for a new set."
+            )
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(f".tmp{os.getpid()}")
+    temp.write_text(json.dumps(content, indent=2, sort_keys=True))
+    os.replace(temp, path)
+
+
+def worker_from_environment(worker: int | None, workers: int | None) -> tuple[int, int]:
+    """Rank and world size from flags, else torchrun/accelerate (RANK, WORLD_SIZE), else a Slurm array."""
+    if worker is not None or workers is not None:
+        return int(worker or 0), int(workers or 1)
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env.get("RANK", 0)), int(env["WORLD_SIZE"])
+    if "SLURM_ARRAY_TASK_COUNT" in env:
+        minimum = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - minimum, int(env["SLURM_ARRAY_TASK_COUNT"])
+    return 0, 1

@@ -1,0 +1,161 @@
+"""Tar shards that appear only when complete, and random access to the samples inside them.
+
+A shard is written under `NAME.tar.tmp`, flushed, fsync'ed and renamed to `NAME.tar`, so a reader
+or a resumed run never sees half a shard; a killed writer leaves at most one `.tmp` file, which the
+next run deletes (its samples are regenerated: generation is deterministic per sample index).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from groundiff.data.records import SampleRecord, decode_record, encode_record
+
+SHARD_SUFFIX = ".tar"
+TEMP_SUFFIX = ".tar.tmp"
+
+
+class ShardError(RuntimeError):
+    """A shard that cannot be read: truncated, corrupted or not a tar file."""
+
+
+def fsync_directory(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class ShardWriter:
+    """Writes samples to numbered shards `{prefix}-{n:05d}.tar` of at most `samples_per_shard` samples.
+
+    Use as a context manager: on exit the open shard is published, also after Ctrl-C or an error
+    outside `write`, so finished samples are never lost. A failure inside `write` (disk full)
+    deletes the open shard instead, since it may hold half a sample.
+    """
+
+    def __init__(self, folder: Path, prefix: str, samples_per_shard: int, first_number: int = 0) -> None:
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}.")
+        self.folder = folder
+        self.prefix = prefix
+        self.samples_per_shard = samples_per_shard
+        self.number = first_number
+        self.published: list[Path] = []
+        self._tar: tarfile.TarFile | None = None
+        self._count = 0
+
+    @property
+    def _final_path(self) -> Path:
+        return self.folder / f"{self.prefix}-{self.number:05d}{SHARD_SUFFIX}"
+
+    def write(self, record: SampleRecord) -> None:
+        files = encode_record(record)  # encode first: a failure here leaves the shard untouched
+        if self._tar is None:
+            # Stays open across `write` calls; `publish` or `abandon` closes it.
+            self._tar = tarfile.open(self._final_path.with_suffix(TEMP_SUFFIX), "w")  # noqa: SIM115
+        try:
+            for extension, data in files.items():
+                info = tarfile.TarInfo(f"{record.key}.{extension}")
+                info.size = len(data)
+                self._tar.addfile(info, io.BytesIO(data))
+        except BaseException:
+            self.abandon()
+            raise
+        self._count += 1
+        if self._count >= self.samples_per_shard:
+            self.publish()
+
+    def publish(self) -> None:
+        """Close the open shard, make it durable and give it its final name."""
+        if self._tar is None:
+            return
+        temp = Path(str(self._tar.name))
+        self._tar.close()
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, self._final_path)
+        fsync_directory(self.folder)
+        self.published.append(self._final_path)
+        self._tar, self._count = None, 0
+        self.number += 1
+
+    def abandon(self) -> None:
+        """Drop the open shard (its samples will be generated again)."""
+        if self._tar is not None:
+            temp = Path(str(self._tar.name))
+            self._tar.close()
+            temp.unlink(missing_ok=True)
+            self._tar, self._count = None, 0
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.publish()
+
+
+@dataclass(frozen=True)
+class SampleLocation:
+    """Where the files of one sample sit inside a shard: extension → (byte offset, size)."""
+
+    shard: Path
+    index: int
+    files: dict[str, tuple[int, int]]
+
+
+def index_shard(path: Path) -> list[SampleLocation]:
+    """Every sample of a shard with the byte ranges of its files, without reading file contents.
+
+    Raises:
+        ShardError: the shard is truncated or not a tar file; the message says how to recover.
+    """
+    grouped: dict[str, dict[str, tuple[int, int]]] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                key, _, extension = member.name.partition(".")
+                grouped.setdefault(key, {})[extension] = (member.offset_data, member.size)
+                if member.offset_data + member.size > path.stat().st_size:
+                    raise tarfile.ReadError(f"member {member.name} runs past the end of the file")
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise ShardError(
+            f"Shard {str(path)!r} is unreadable or truncated ({error}). Delete it and run `groundiff generate` "
+            f"again with the same config: its samples are regenerated identically."
+        ) from error
+    locations = []
+    for key, files in grouped.items():
+        if "json" not in files or "png" not in files:
+            raise ShardError(f"Shard {str(path)!r} holds an incomplete sample {key!r} (files: {sorted(files)}).")
+        locations.append(SampleLocation(path, int(key), files))
+    return locations
+
+
+def read_files(location: SampleLocation, extensions: tuple[str, ...] | None = None) -> dict[str, bytes]:
+    """The raw bytes of a sample's files (all, or only `extensions`)."""
+    wanted = location.files if extensions is None else {e: location.files[e] for e in extensions if e in location.files}
+    files = {}
+    with open(location.shard, "rb") as handle:
+        for extension, (offset, size) in sorted(wanted.items(), key=lambda item: item[1][0]):
+            handle.seek(offset)
+            files[extension] = handle.read(size)
+    return files
+
+
+def list_shards(folder: Path) -> list[Path]:
+    """Complete shards of a set folder, sorted by name."""
+    return sorted(folder.glob(f"*{SHARD_SUFFIX}"))
+
+
+def iter_records(folder: Path, *, features: bool = True) -> Iterator[SampleRecord]:
+    """Every sample of a set folder, shard by shard."""
+    for shard in list_shards(folder):
+        for location in index_shard(shard):
+            files = read_files(location, None if features else tuple(e for e in location.files if "features" not in e))
+            yield decode_record(location.index, files, features=features)
