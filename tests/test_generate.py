@@ -14,35 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from groundiff.data import GenerateConfig, ShardError, generate_set, iter_records
-from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.testing import StubLabeler
-
-
-class BrightnessScorer:
-    name = "brightness"
-
-    def score(self, images: np.ndarray) -> np.ndarray:
-        return images.reshape(len(images), -1).mean(axis=1) / 255.0
-
-
-def config(folder: Path, **overrides) -> GenerateConfig:
-    values = dict(
-        out=str(folder),
-        set="test-mixed",
-        model="tiny-sd1",
-        labeler="stub",
-        scorer="brightness",
-        num_samples=6,
-        steps=2,
-        samples_per_shard=4,
-        progress=False,
-    )
-    return GenerateConfig(**{**values, **overrides})
-
-
-def generate(cfg: GenerateConfig, pipe, **kwargs):
-    return generate_set(cfg, pipe=pipe, labeler=StubLabeler(VOC_SPLIT1.classes), scorer=BrightnessScorer(), **kwargs)
+from conftest import config, generate
+from groundiff.data import ShardError, iter_records
 
 
 def by_index(folder: Path) -> dict[int, object]:
@@ -68,7 +41,8 @@ def test_a_set_stores_images_features_masks_and_metadata(sd1_pipe, tmp_path):
     assert manifest["config"]["num_samples"] == 6 and "torch" in manifest["versions"]
     missed = sum(c["missed"] for c in manifest["per_class"].values())
     assert missed >= report.discarded  # every discarded attempt missed at least one class
-    names = tarfile.open(sorted((tmp_path / "set").glob("*.tar"))[0]).getnames()
+    with tarfile.open(sorted((tmp_path / "set").glob("*.tar"))[0]) as tar:
+        names = tar.getnames()
     assert names[:5] == ["00000000.png", "00000000.json", "00000000.features.safetensors"] + [
         "00000000.mask0.png",
         "00000000.mask1.png",

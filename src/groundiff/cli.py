@@ -72,6 +72,32 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    from groundiff.data.annotate import label_set
+    from groundiff.labeling.registry import load_labeler
+
+    report = label_set(Path(args.data), Path(args.out), load_labeler(args.labeler), args.labeler)
+    print(
+        f"relabeled {args.data} with {args.labeler} -> {report.folder}: kept {report.kept}, "
+        f"dropped {report.dropped} (a prompted class not found), {report.already_done} already done"
+    )
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from groundiff.data.annotate import SCORES_FILE, score_set
+    from groundiff.scoring import load_scorer
+
+    scorer = load_scorer(args.scorer)
+    if scorer is None:
+        raise ValueError("--scorer none gives no scores; name a CLIP model, e.g. --scorer miniworld.")
+    for folder in map(Path, args.data):
+        scores = score_set(folder, scorer)
+        values = sorted(scores.values())
+        print(f"{folder / SCORES_FILE}: {len(values)} images, median IQA {values[len(values) // 2]:.3f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundiff",
@@ -111,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
     add_dataclass_flags(generate, GenerateConfig)
     generate.set_defaults(run=_cmd_generate)
+
+    label = commands.add_parser("label", help="relabel a generated set with another labeler, into a new set")
+    label.add_argument("--data", required=True, help="a complete set folder")
+    label.add_argument("--labeler", required=True, help="maskrcnn, maskrcnn-v1 or miniworld")
+    label.add_argument("--out", required=True, help="folder of the relabeled set")
+    label.set_defaults(run=_cmd_label)
+
+    score = commands.add_parser("score", help="CLIP-IQA quality score of every image of one or more sets")
+    score.add_argument("--data", required=True, nargs="+", help="set folders; scores go to DIR/scores.json")
+    score.add_argument("--scorer", default="miniworld", help="miniworld, a CLIP hub id or folder, or clipiqa+")
+    score.set_defaults(run=_cmd_score)
     return parser
 
 

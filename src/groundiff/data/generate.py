@@ -22,7 +22,7 @@ from groundiff.data.config import CONFIG_FILE, GenerateConfig
 from groundiff.data.manifest import collect_done, write_manifest
 from groundiff.data.records import SampleRecord
 from groundiff.data.sampling import ClassPools, attempt_seed, class_pools, draw_classes
-from groundiff.data.shards import TEMP_SUFFIX, ShardWriter
+from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, write_json_atomic
 from groundiff.data.vocabulary import load_split
 from groundiff.dtypes import parse_dtype
 from groundiff.labeling.base import Labeler, LabelResult
@@ -227,9 +227,7 @@ def prepare_folder(folder: Path, config: GenerateConfig) -> None:
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(f".tmp{os.getpid()}")
-    temp.write_text(json.dumps(content, indent=2, sort_keys=True))
-    os.replace(temp, path)
+    write_json_atomic(path, content)
 
 
 def worker_from_environment(worker: int | None, workers: int | None) -> tuple[int, int]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from groundiff.data.shards import ShardError, index_shard, list_shards, read_files
+from groundiff.data.shards import ShardError, index_shard, list_shards, read_files, write_json_atomic
 from groundiff.environment import environment_report
 
 MANIFEST_FILE = "manifest.json"
@@ -66,9 +65,7 @@ def write_manifest(folder: Path, config: dict[str, Any], vocabulary: tuple[str, 
         "config": config,
         "versions": environment_report(),
     }
-    temp = folder / f"{MANIFEST_FILE}.tmp{os.getpid()}"
-    temp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(temp, folder / MANIFEST_FILE)
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
     return manifest
 
 

@@ -8,11 +8,13 @@ next run deletes (its samples are regenerated: generation is deterministic per s
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from groundiff.data.records import SampleRecord, decode_record, encode_record
 
@@ -159,3 +161,17 @@ def iter_records(folder: Path, *, features: bool = True) -> Iterator[SampleRecor
         for location in index_shard(shard):
             files = read_files(location, None if features else tuple(e for e in location.files if "features" not in e))
             yield decode_record(location.index, files, features=features)
+
+
+def iter_metadata(folder: Path) -> Iterator[dict[str, Any]]:
+    """The JSON metadata of every sample of a set folder, without decoding images or features."""
+    for shard in list_shards(folder):
+        for location in index_shard(shard):
+            yield json.loads(read_files(location, ("json",))["json"])
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON under a temporary name and rename it, so readers see the old or the new file, never half."""
+    temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    temp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(temp, path)
