@@ -16,6 +16,7 @@ from groundiff.capture import (
     generate_with_features,
 )
 from groundiff.capture.hooks import hook_counts
+from groundiff.capture.replay import stored_maps
 from groundiff.capture.sizes import feature_shapes
 
 PROMPTS = ["a photograph of a dog and a sofa", "a photograph of a pottedplant and a tvmonitor"]
@@ -159,3 +160,19 @@ def test_flat_names_address_each_step_and_block(sd1_pipe):
     flat = features.flat(1)
     assert set(flat) == {"step0.mid", "step1.mid"}
     assert torch.equal(flat["step1.mid"], features.maps[1]["mid"][1])
+
+
+@pytest.mark.parametrize("layout", ["cond", "uncond+cond"])
+def test_maps_replayed_from_stored_unet_inputs_match_the_captured_ones(sd1_pipe, layout):
+    capture = CaptureConfig(layout=layout, steps=(0, -1))
+    features = run(sd1_pipe, capture, GenerationSettings(num_inference_steps=3)).features
+    flat = features.flat(1, maps=False, inputs=True)
+    assert flat["step2.input.sample"].shape == (4, 16, 16) and flat["step2.input.text"].shape == (77, 32)
+    replayed = stored_maps(flat, features.timesteps, sd1_pipe.unet, capture)
+    captured = features.flat(1)
+    assert replayed.keys() == captured.keys()
+    for name, tensor in replayed.items():
+        # Same inputs, same weights; only the batch composition differs (floating-point effects).
+        torch.testing.assert_close(tensor, captured[name], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="pass the U-Net"):
+        stored_maps(flat, features.timesteps)

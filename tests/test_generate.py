@@ -13,8 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import config, generate
+from groundiff.capture.replay import stored_maps
 from groundiff.data import ShardError, iter_records
 
 
@@ -179,3 +181,19 @@ def test_resume_after_sigkill_gives_exactly_the_requested_samples(tmp_path):
     subprocess.run(cli_args(reference, 40), env=subprocess_env(), check=True, capture_output=True, timeout=600)
     for index, record in by_index(reference).items():
         assert np.array_equal(record.image, records[index].image) and record.meta == records[index].meta
+
+
+def test_unet_input_storage_is_small_and_recomputes_the_maps(sd1_pipe, tmp_path):
+    generate(config(tmp_path / "both", feature_storage="both", num_samples=2), sd1_pipe)
+    generate(config(tmp_path / "inputs", feature_storage="unet-input", num_samples=2), sd1_pipe)
+    both, inputs = by_index(tmp_path / "both"), by_index(tmp_path / "inputs")
+    for index, record in inputs.items():
+        assert not any(".input." not in k for k in record.features)
+        timesteps = {int(k): v for k, v in record.meta["feature_timesteps"].items()}
+        maps = stored_maps(record.features, timesteps, sd1_pipe.unet)
+        stored = {k: v for k, v in both[index].features.items() if ".input." not in k}
+        assert maps.keys() == stored.keys()
+        for name, tensor in maps.items():
+            torch.testing.assert_close(tensor.half(), stored[name], rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="Unknown feature_storage 'latents'"):
+        config(tmp_path, feature_storage="latents")

@@ -17,10 +17,14 @@ class CapturedFeatures:
         maps: step index → block name → tensor (B, C, H, W) in the U-Net's dtype
             (C doubles for the `uncond+cond` layout).
         timesteps: step index → scheduler timestep value of that step.
+        inputs: step index → the U-Net's inputs at that step, per image: `sample` (B, 4, h, w) latents,
+            `text` (B, T, D) prompt embeddings and, with guidance, `text_uncond`; from these
+            `replay_features` recomputes the maps, so storing them replaces storing the maps.
     """
 
     maps: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     timesteps: dict[int, int] = field(default_factory=dict)
+    inputs: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -40,14 +44,23 @@ class CapturedFeatures:
         step = self.steps[-1] if step is None else step
         return group_by_resolution(self.maps[step])
 
-    def flat(self, index: int) -> dict[str, torch.Tensor]:
-        """Maps of image `index` under flat names `step{S}.{block}`, ready for safetensors."""
-        return {f"step{step}.{name}": t for step, blocks in self.for_image(index).items() for name, t in blocks.items()}
+    def flat(self, index: int, *, maps: bool = True, inputs: bool = False) -> dict[str, torch.Tensor]:
+        """Image `index` under flat names, ready for safetensors: maps as `step{S}.{block}`, U-Net
+        inputs as `step{S}.input.{name}` (see `replay.maps_from_flat` for the way back)."""
+        flat = {}
+        if maps:
+            flat.update({f"step{s}.{name}": t[index] for s, blocks in self.maps.items() for name, t in blocks.items()})
+        if inputs:
+            flat.update(
+                {f"step{s}.input.{n}": t[index] for s, values in self.inputs.items() for n, t in values.items()}
+            )
+        return flat
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CapturedFeatures:
-        """A copy on `device` and/or in `dtype`, e.g. `.to("cpu", torch.float16)` for storage."""
+        """A copy on `device` and/or in `dtype` (maps only; inputs keep their dtype), e.g. for storage."""
         maps = {s: {n: t.to(device=device, dtype=dtype) for n, t in b.items()} for s, b in self.maps.items()}
-        return CapturedFeatures(maps=maps, timesteps=dict(self.timesteps))
+        inputs = {s: {n: t.to(device=device) for n, t in b.items()} for s, b in self.inputs.items()}
+        return CapturedFeatures(maps=maps, timesteps=dict(self.timesteps), inputs=inputs)
 
     def cpu(self) -> CapturedFeatures:
         return self.to("cpu")

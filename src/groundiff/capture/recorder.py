@@ -44,6 +44,17 @@ class _StepRecorder:
             timestep = kwargs.get("timestep", args[1] if len(args) > 1 else -1)
             self.features.timesteps[self.recording_step] = int(torch.as_tensor(timestep).flatten()[0])
             self.features.maps[self.recording_step] = {}
+            self.features.inputs[self.recording_step] = self.unet_inputs(args, kwargs)
+
+    def unet_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-image U-Net inputs of this step, from which `replay_features` recomputes every map."""
+        sample = kwargs.get("sample", args[0]).detach()
+        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None).detach()
+        if not getattr(self.pipe, "do_classifier_free_guidance", False):
+            return {"sample": sample.clone(), "text": text.clone()}
+        # Both halves of the guidance batch hold the same latents; the prompts differ.
+        uncond_text, cond_text = text.chunk(2)
+        return {"sample": sample.chunk(2)[1].clone(), "text": cond_text.clone(), "text_uncond": uncond_text.clone()}
 
     def hook_for(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         def after_block(module: nn.Module, inputs: Any, output: Any) -> None:

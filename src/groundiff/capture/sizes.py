@@ -6,7 +6,6 @@ architecture gives its captured shapes in well under a second: storage sizes com
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from diffusers import UNet2DConditionModel
 
 from groundiff.capture.config import CaptureConfig
 from groundiff.capture.recorder import capture_features
+from groundiff.capture.replay import unet_only_pipeline
 
 
 def feature_shapes(
@@ -31,8 +31,7 @@ def feature_shapes(
     with torch.device("meta"):
         unet = UNet2DConditionModel(**unet_config)
     batch = 2 if guidance else 1
-    scheduler = SimpleNamespace(timesteps=[0])
-    pipe = SimpleNamespace(unet=unet, scheduler=scheduler, do_classifier_free_guidance=guidance)
+    pipe = unet_only_pipeline(unet, 0, guidance)
     one_step = CaptureConfig(blocks=capture.blocks, steps=(0,), layout=capture.layout)
     latents = torch.empty(batch, unet.config.in_channels, latent_size, latent_size, device="meta")
     text = torch.empty(batch, 77, unet.config.cross_attention_dim, device="meta")

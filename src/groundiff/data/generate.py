@@ -180,7 +180,10 @@ class _SetGenerator:
                 "discarded_attempts": pending.failures,
             }
             masks = [labels[j].masks[c] for c in classes[j]] if self.labeler else []
-            records.append(SampleRecord(pending.index, output.images[j], features.flat(j), masks, meta))
+            stored = features.flat(
+                j, maps=config.feature_storage != "unet-input", inputs=config.feature_storage != "maps"
+            )
+            records.append(SampleRecord(pending.index, output.images[j], stored, masks, meta))
         return records, retry
 
     def discard(self, pending: _Pending, classes: list[str], missing: list[str]) -> None:
