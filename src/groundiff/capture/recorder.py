@@ -49,7 +49,10 @@ class _StepRecorder:
     def unet_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per-image U-Net inputs of this step, from which `replay_features` recomputes every map."""
         sample = kwargs.get("sample", args[0]).detach()
-        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None).detach()
+        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        if text is None:
+            raise ValueError("The U-Net was called without encoder_hidden_states; is this a text-to-image U-Net?")
+        text = text.detach()
         if not getattr(self.pipe, "do_classifier_free_guidance", False):
             return {"sample": sample.clone(), "text": text.clone()}
         # Both halves of the guidance batch hold the same latents; the prompts differ.
