@@ -1,0 +1,74 @@
+"""Sizes of the grounding model: one validated dataclass, saved as JSON beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GroundingModelConfig:
+    """Every size of the grounding model; the defaults are the reference layout (≈17.6 M parameters
+    for SD 1.5 at 512²: 16/32/64/128 reduced channels, 240-channel 64² finest map, 256 tokens of width 512).
+
+    The feature layout (which U-Net maps, their shapes) and the text width are not config values:
+    `build_grounding_model` reads them from the data and records them on the model.
+    """
+
+    level_channels: tuple[int, ...] = field(
+        default=(16, 32, 64, 128),
+        metadata={"help": "1x1-conv output channels per resolution level, coarse to fine; one per level"},
+    )
+    patch_size: int = field(default=4, metadata={"help": "side of the square patches cut into visual tokens"})
+    width: int = field(default=512, metadata={"help": "model width of the fusion decoder (tokens and queries)"})
+    heads: int = field(default=8, metadata={"help": "attention heads; must divide width"})
+    decoder_layers: int = field(default=3, metadata={"help": "pre-norm transformer decoder layers"})
+    ffn_width: int = field(default=2048, metadata={"help": "hidden width of each decoder feed-forward block"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the decoder, in [0, 1)"})
+    mlp_layers: int = field(default=3, metadata={"help": "linear layers of the MLP that gives mask embeddings"})
+    mask_size: int | None = field(
+        default=None, metadata={"help": "side of the output logit maps; None = the image size given to the builder"}
+    )
+    spectral_norm: bool = field(default=True, metadata={"help": "spectral norm on the 3x3 convs (as the reference)"})
+    norm_groups: int = field(
+        default=8, metadata={"help": "GroupNorm groups in the fusion blocks (gcd with the channels is used)"}
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level_channels", tuple(int(c) for c in self.level_channels))
+        if not self.level_channels or min(self.level_channels) < 1:
+            raise ValueError(
+                f"GroundingModelConfig.level_channels={self.level_channels} must hold one positive channel count "
+                "per resolution level, coarse to fine, e.g. (16, 32, 64, 128)."
+            )
+        for name in ("patch_size", "width", "heads", "decoder_layers", "ffn_width", "mlp_layers", "norm_groups"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GroundingModelConfig.{name}={value!r} must be a positive integer.")
+        if self.width % self.heads:
+            raise ValueError(
+                f"GroundingModelConfig.width={self.width} is not divisible by heads={self.heads}; "
+                "choose a width that is a multiple of the head count."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"GroundingModelConfig.dropout={self.dropout} must be in [0, 1), e.g. 0.1.")
+        if self.mask_size is not None and self.mask_size < 1:
+            raise ValueError(
+                f"GroundingModelConfig.mask_size={self.mask_size} must be positive, or None for the image size."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable field → value mapping (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GroundingModelConfig:
+        """Inverse of `to_dict`; unknown keys are an error that lists the valid ones."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown GroundingModelConfig field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}."
+            )
+        return cls(**data)

@@ -1,0 +1,120 @@
+"""The grounding model: U-Net feature maps + class embeddings → one mask logit map per class.
+
+Legend for shape comments: B batch, N classes, C channels, D text width, h×w map side, S mask side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groundiff.model.config import GroundingModelConfig
+from groundiff.model.fusion import FusionDecoder
+from groundiff.model.visual_encoder import VisualEncoder
+
+FeatureShapes = dict[str, tuple[int, int, int]]
+
+
+def describe_layout(feature_shapes: Mapping[str, tuple[int, ...]], text_width: int | None = None) -> str:
+    """One-line description of a feature layout, e.g. `{step49.up3: 320x64x64, …}, text width 768`."""
+    maps = ", ".join(f"{name}: {'x'.join(str(s) for s in shape)}" for name, shape in feature_shapes.items())
+    return "{" + maps + "}" + ("" if text_width is None else f", text width {text_width}")
+
+
+class GroundingModel(nn.Module):
+    """Visual encoder + fusion decoder; mask logits are the dot products of each class's mask
+    embedding with the mask features at every pixel.
+
+    The model records the feature layout (map names and (C, h, w) shapes) and the text width it was
+    built for; any other input is a `ValueError` naming both layouts. Build it with
+    `groundiff.model.build_grounding_model`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: GroundingModelConfig,
+        feature_shapes: FeatureShapes,
+        levels: Sequence[Sequence[str]],
+        text_width: int,
+        visual_encoder: VisualEncoder,
+        fusion_decoder: FusionDecoder,
+    ) -> None:
+        """
+        Args:
+            config: sizes; `config.mask_size` must be set (the builder resolves it).
+            feature_shapes: map name → (C, h, w), the layout the model accepts.
+            levels: map names per resolution level, coarse to fine; maps are concatenated in this order.
+            text_width: width D of the class embeddings.
+        """
+        super().__init__()
+        assert config.mask_size is not None
+        self.config = config
+        self.feature_shapes: FeatureShapes = dict(feature_shapes)
+        self.levels = [list(level) for level in levels]
+        self.text_width = text_width
+        self.visual_encoder = visual_encoder
+        self.fusion_decoder = fusion_decoder
+
+    def check_compatible(self, feature_shapes: Mapping[str, tuple[int, ...]], text_width: int) -> None:
+        """Raise `ValueError` unless `feature_shapes` (name → (C, h, w)) and `text_width` are this model's."""
+        given = {name: tuple(int(s) for s in shape) for name, shape in feature_shapes.items()}
+        if given != self.feature_shapes or text_width != self.text_width:
+            raise ValueError(
+                "Inputs do not match the grounding model's layout. "
+                f"Model expects {describe_layout(self.feature_shapes, self.text_width)}; "
+                f"got {describe_layout(given, text_width)}. "
+                "Use a checkpoint trained on features captured with the same model, blocks, steps and image "
+                "size and the same text encoder, or train a new one on this data."
+            )
+
+    def forward(
+        self,
+        features: Mapping[str, torch.Tensor],
+        class_embeddings: torch.Tensor,
+        class_padding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            features: map name → (B, C, h, w) U-Net maps (any float dtype; cast to the model's).
+            class_embeddings: (B, N, D) float class embeddings.
+            class_padding: (B, N) bool, True for padding slots (images with fewer classes); None = none.
+        Returns:
+            (B, N, S, S) mask logits with S = config.mask_size, in the model's dtype; predicted masks
+            are `sigmoid(logits) > 0.5`. Logits of padded slots are unspecified.
+        """
+        # 1. Check the inputs against the recorded layout
+        if class_embeddings.dim() != 3:
+            raise ValueError(f"class_embeddings must be (B, N, D); got shape {tuple(class_embeddings.shape)}.")
+        self.check_compatible({name: tuple(t.shape[1:]) for name, t in features.items()}, class_embeddings.shape[-1])
+        batch, num_classes = class_embeddings.shape[:2]
+        sizes = {name: t.shape[0] for name, t in features.items()}
+        if any(size != batch for size in sizes.values()):
+            raise ValueError(f"Batch sizes differ: class_embeddings has {batch}, features have {sizes}.")
+        if class_padding is not None and (
+            class_padding.shape != (batch, num_classes) or class_padding.is_floating_point()
+        ):
+            raise ValueError(
+                f"class_padding must be a (B, N) = ({batch}, {num_classes}) bool tensor; "
+                f"got {class_padding.dtype} of shape {tuple(class_padding.shape)}."
+            )
+        dtype = self.fusion_decoder.to_queries.weight.dtype
+
+        # 2. Visual encoder: maps of each level concatenated along channels, coarse to fine
+        levels = [torch.cat([features[name].to(dtype) for name in level], dim=1) for level in self.levels]
+        mask_features, tokens = self.visual_encoder(levels)  # (B, C, h, w), (B, T, W)
+
+        # 3. Fusion: one mask embedding per class, then a dot product at every pixel
+        embeddings = self.fusion_decoder(class_embeddings.to(dtype), tokens, class_padding)  # (B, N, C)
+        logits = torch.einsum("bchw,bnc->bnhw", mask_features, embeddings)  # (B, N, h, w)
+
+        # 4. Upsample the logits to the mask side. Bilinear upsampling commutes with the per-pixel dot
+        #    product, so this equals upsampling the mask features first (as the reference) for N ≪ C maps.
+        size = self.config.mask_size
+        assert size is not None
+        if logits.shape[-1] != size:
+            logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)  # (B, N, S, S)
+        return logits
