@@ -1,0 +1,185 @@
+"""Grounding model: shapes for the tiny and SD 1.5 layouts, batch and padding independence, dropout,
+layout errors, config round trip and the size of the reference model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model, group_names_by_resolution
+
+# Feature layouts as `GroundingDataset` yields them (one step): the tiny test pipeline at 32² and SD 1.5 at 512².
+TINY_SHAPES = {
+    "step1.down0": (8, 8, 8),
+    "step1.down1": (16, 4, 4),
+    "step1.down2": (32, 2, 2),
+    "step1.down3": (32, 2, 2),
+    "step1.mid": (32, 2, 2),
+    "step1.up0": (32, 4, 4),
+    "step1.up1": (32, 8, 8),
+    "step1.up2": (16, 16, 16),
+    "step1.up3": (8, 16, 16),
+}
+SD15_SHAPES = {
+    "step49.down0": (320, 32, 32),
+    "step49.down1": (640, 16, 16),
+    "step49.down2": (1280, 8, 8),
+    "step49.down3": (1280, 8, 8),
+    "step49.mid": (1280, 8, 8),
+    "step49.up0": (1280, 16, 16),
+    "step49.up1": (1280, 32, 32),
+    "step49.up2": (640, 64, 64),
+    "step49.up3": (320, 64, 64),
+}
+TINY_CONFIG = GroundingModelConfig(
+    level_channels=(2, 2, 4, 4), width=16, heads=2, decoder_layers=2, ffn_width=32, mlp_layers=3
+)
+TEXT_WIDTH = 12
+
+
+def tiny_model(config: GroundingModelConfig = TINY_CONFIG, shapes=None, seed: int = 0) -> GroundingModel:
+    torch.manual_seed(seed)
+    return build_grounding_model(config, shapes or TINY_SHAPES, TEXT_WIDTH, image_size=32).eval()
+
+
+def features(shapes: dict[str, tuple[int, int, int]], batch: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(batch, *shape, generator=generator).half() for name, shape in shapes.items()}
+
+
+def embeddings(batch: int, classes: int, seed: int = 2) -> torch.Tensor:
+    return torch.randn(batch, classes, TEXT_WIDTH, generator=torch.Generator().manual_seed(seed))
+
+
+def test_tiny_layout_output_shape() -> None:
+    model = tiny_model()
+    with torch.no_grad():
+        logits = model(features(TINY_SHAPES, 2), embeddings(2, 3))
+    assert logits.shape == (2, 3, 32, 32) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    assert model.config.mask_size == 32
+
+
+def test_sd15_layout_with_reduced_widths() -> None:
+    config = dataclasses.replace(TINY_CONFIG, mask_size=128)
+    model = tiny_model(config, SD15_SHAPES)
+    assert model.levels == [
+        ["step49.down2", "step49.down3", "step49.mid"],
+        ["step49.down1", "step49.up0"],
+        ["step49.down0", "step49.up1"],
+        ["step49.up2", "step49.up3"],
+    ]
+    assert model.visual_encoder.fusion_sizes == [16, 32, 64, 64]
+    with torch.no_grad():
+        logits = model(features(SD15_SHAPES, 1), embeddings(1, 2))
+    assert logits.shape == (1, 2, 128, 128)
+
+
+def test_reference_size_parameter_count() -> None:
+    """Reference sizes on the SD 1.5 layout (768-wide CLIP): 17,275,472 parameters, 3.62 M in the visual
+    encoder and 13.65 M in the fusion decoder (the reference code is ≈17.6 M by hand count)."""
+    model = build_grounding_model(GroundingModelConfig(), SD15_SHAPES, 768, image_size=512)
+    assert sum(p.numel() for p in model.parameters()) == 17_275_472
+    assert model.visual_encoder.out_channels == 240
+    assert model.visual_encoder.to_tokens.in_features == 240 * 16
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    model = tiny_model().train()
+    model(features(TINY_SHAPES, 1), embeddings(1, 2)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_batch_of_two_equals_each_image_alone() -> None:
+    """Regression: the reference flattened the batch, so queries attended to every image's tokens."""
+    model = tiny_model()
+    maps, queries = features(TINY_SHAPES, 2), embeddings(2, 3)
+    with torch.no_grad():
+        batched = model(maps, queries)
+        alone = [model({k: v[i : i + 1] for k, v in maps.items()}, queries[i : i + 1]) for i in range(2)]
+    torch.testing.assert_close(batched, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+def test_padded_slots_do_not_change_real_classes() -> None:
+    model = tiny_model()
+    maps, queries = features(TINY_SHAPES, 2), embeddings(2, 3)
+    padding = torch.tensor([[False, False, True], [False, False, False]])
+    with torch.no_grad():
+        padded = model(maps, queries, padding)
+        image0 = model({k: v[:1] for k, v in maps.items()}, queries[:1, :2])
+        junk = queries.clone()
+        junk[0, 2] = 100.0
+        padded_junk = model(maps, junk, padding)
+        all_padded = model(maps, queries, torch.ones(2, 3, dtype=torch.bool))
+    torch.testing.assert_close(padded[0, :2], image0[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(padded_junk[:, :2], padded[:, :2], rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(all_padded).all()
+
+
+def test_dropout_only_in_train_mode() -> None:
+    maps, queries = features(TINY_SHAPES, 1), embeddings(1, 2)
+    # Without spectral norm the model has no state that changes in a forward pass: only dropout differs.
+    for dropout, differs in ((0.0, False), (0.3, True)):
+        model = tiny_model(dataclasses.replace(TINY_CONFIG, dropout=dropout, spectral_norm=False))
+        with torch.no_grad():
+            model.train()
+            train = [model(maps, queries) for _ in range(2)]
+            model.eval()
+            evaluation = [model(maps, queries) for _ in range(2)]
+        assert (not torch.equal(train[0], train[1])) == differs
+        assert torch.equal(evaluation[0], evaluation[1])
+
+
+def test_layout_and_text_width_mismatch_name_both_layouts() -> None:
+    model = tiny_model()
+    maps = features(TINY_SHAPES, 1)
+    del maps["step1.up3"]
+    with pytest.raises(ValueError, match=r"expects \{step1.down0: 8x8x8.*got \{step1.down0: 8x8x8"):
+        model(maps, embeddings(1, 2))
+    maps = features(TINY_SHAPES, 1)
+    maps["step1.up3"] = torch.randn(1, 4, 16, 16)
+    with pytest.raises(ValueError, match="step1.up3: 4x16x16"):
+        model(maps, embeddings(1, 2))
+    with pytest.raises(ValueError, match="text width 12.*text width 7"):
+        model(features(TINY_SHAPES, 1), torch.randn(1, 2, 7))
+    with pytest.raises(ValueError, match="class_padding"):
+        model(features(TINY_SHAPES, 1), embeddings(1, 2), torch.zeros(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="Batch sizes differ"):
+        model(features(TINY_SHAPES, 2), embeddings(1, 2))
+
+
+def test_builder_errors() -> None:
+    with pytest.raises(ValueError, match="4 resolution level.*has 3"):
+        build_grounding_model(
+            dataclasses.replace(TINY_CONFIG, level_channels=(2, 2, 2)), TINY_SHAPES, 12, image_size=32
+        )
+    with pytest.raises(ValueError, match="patch_size"):
+        build_grounding_model(dataclasses.replace(TINY_CONFIG, patch_size=3), TINY_SHAPES, 12, image_size=32)
+    with pytest.raises(ValueError, match="mask size"):
+        build_grounding_model(TINY_CONFIG, TINY_SHAPES, 12)
+    with pytest.raises(ValueError, match="square"):
+        group_names_by_resolution({"step1.up3": (8, 16, 8)})
+
+
+def test_any_number_of_levels() -> None:
+    shapes = {"step1.up3": (8, 16, 16)}
+    model = tiny_model(dataclasses.replace(TINY_CONFIG, level_channels=(4,)), shapes)
+    with torch.no_grad():
+        assert model(features(shapes, 1), embeddings(1, 2)).shape == (1, 2, 32, 32)
+
+
+def test_config_json_round_trip_and_validation() -> None:
+    config = build_grounding_model(TINY_CONFIG, TINY_SHAPES, 12, image_size=32).config
+    restored = GroundingModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert restored == config and restored.mask_size == 32
+    with pytest.raises(ValueError, match="valid fields: .*width"):
+        GroundingModelConfig.from_dict({"widht": 8})
+    with pytest.raises(ValueError, match="divisible by heads"):
+        GroundingModelConfig(width=10, heads=4)
+    with pytest.raises(ValueError, match="dropout"):
+        GroundingModelConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="level_channels"):
+        GroundingModelConfig(level_channels=())
