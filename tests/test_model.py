@@ -9,31 +9,20 @@ import json
 import pytest
 import torch
 
+from groundiff import testing
+from groundiff.capture.sizes import feature_shapes
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model, group_names_by_resolution
 
-# Feature layouts as `GroundingDataset` yields them (one step): the tiny test pipeline at 32² and SD 1.5 at 512².
-TINY_SHAPES = {
-    "step1.down0": (8, 8, 8),
-    "step1.down1": (16, 4, 4),
-    "step1.down2": (32, 2, 2),
-    "step1.down3": (32, 2, 2),
-    "step1.mid": (32, 2, 2),
-    "step1.up0": (32, 4, 4),
-    "step1.up1": (32, 8, 8),
-    "step1.up2": (16, 16, 16),
-    "step1.up3": (8, 16, 16),
-}
-SD15_SHAPES = {
-    "step49.down0": (320, 32, 32),
-    "step49.down1": (640, 16, 16),
-    "step49.down2": (1280, 8, 8),
-    "step49.down3": (1280, 8, 8),
-    "step49.mid": (1280, 8, 8),
-    "step49.up0": (1280, 16, 16),
-    "step49.up1": (1280, 32, 32),
-    "step49.up2": (640, 64, 64),
-    "step49.up3": (320, 64, 64),
-}
+
+def step_layout(unet_config: dict, latent_size: int, step: int) -> dict[str, tuple[int, int, int]]:
+    """Feature layout as `GroundingDataset` yields it for one captured step: `step{S}.{block}` → (C, h, w)."""
+    shapes = feature_shapes({k: v for k, v in unet_config.items() if not k.startswith("_")}, latent_size)
+    return {f"step{step}.{block}": (shape[0], shape[1], shape[2]) for block, shape in shapes.items()}
+
+
+# The tiny test pipeline at 32² images (16² latents) and SD 1.5 at 512² (64² latents), built on `meta`.
+TINY_SHAPES = step_layout(dict(testing.tiny_components("sd1")["unet"].config), 16, step=1)
+SD15_SHAPES = step_layout(testing.sd15_unet_config(), 64, step=49)
 TINY_CONFIG = GroundingModelConfig(
     level_channels=(2, 2, 4, 4), width=16, heads=2, decoder_layers=2, ffn_width=32, mlp_layers=3
 )
