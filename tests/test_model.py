@@ -172,3 +172,12 @@ def test_config_json_round_trip_and_validation() -> None:
         GroundingModelConfig(dropout=1.0)
     with pytest.raises(ValueError, match="level_channels"):
         GroundingModelConfig(level_channels=())
+
+
+def test_level_order_does_not_depend_on_the_order_of_the_layout_dict() -> None:
+    # Regression: safetensors loads maps in a varying order; the concatenation order must not follow it.
+    shapes = feature_shapes(dict(testing.tiny_pipeline("sd1").unet.config), latent_size=16)
+    forward = build_grounding_model(GroundingModelConfig(mask_size=32), shapes, 32)
+    backward = build_grounding_model(GroundingModelConfig(mask_size=32), dict(reversed(list(shapes.items()))), 32)
+    assert forward.levels == backward.levels
+    assert forward.levels[0] == sorted(forward.levels[0])

@@ -98,6 +98,47 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from groundiff.config_io import build_config
+    from groundiff.train import resume, train
+    from groundiff.train_config import TrainConfig
+
+    config = build_config(TrainConfig, args.config, args)
+    report = (resume if args.resume else train)(config)
+    print(
+        f"best val mIoU {report.best_val_miou:.2f} at epoch {report.best_epoch} -> {report.out / 'best'}; "
+        f"{report.samples_per_s:.1f} samples/s, {report.data_wait_fraction:.1%} of the time waiting for data"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from groundiff.evaluate import evaluate_checkpoint, results_table
+
+    report = evaluate_checkpoint(
+        Path(args.checkpoint), [Path(d) for d in args.data], Path(args.out), top_quality=args.top_quality
+    )
+    print(results_table(report.results), end="")
+    for path in (report.json_path, report.markdown_path, *report.pictures):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_ground(args: argparse.Namespace) -> int:
+    from groundiff.ground import ground, write_grounding
+    from groundiff.pipelines import load_pipeline
+    from groundiff.train import load_grounding_model
+
+    model, meta = load_grounding_model(Path(args.checkpoint))
+    pipe = load_pipeline(args.model or meta["text_model"], dtype=args.dtype, device=args.device)
+    result = ground(pipe, model.to(pipe.device), meta, args.prompt, objects=args.objects, seed=args.seed)
+    for name, mask in result.masks.items():
+        print(f"{name:<20} {mask.mean():6.1%} of the image")
+    for path in write_grounding(result, Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundiff",
@@ -148,6 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--data", required=True, nargs="+", help="set folders; scores go to DIR/scores.json")
     score.add_argument("--scorer", default="miniworld", help="miniworld, a CLIP hub id or folder, or clipiqa+")
     score.set_defaults(run=_cmd_score)
+
+    from groundiff.train_config import TrainConfig
+
+    train = commands.add_parser(
+        "train",
+        help="train the grounding model on a generated set (best checkpoint by validation mIoU)",
+        description="Every TrainConfig field is also a flag (model sizes only in the config file).",
+    )
+    train.add_argument("--config", default=None, help="YAML, TOML or JSON file with TrainConfig fields")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    add_dataclass_flags(train, TrainConfig, skip=("model",))
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="mIoU of a trained checkpoint on test sets, with pictures")
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (runs/.../best)")
+    evaluate.add_argument("--data", required=True, nargs="+", help="test set folders")
+    evaluate.add_argument("--out", required=True, help="results JSON; .md table and PNG pictures go beside it")
+    evaluate.add_argument("--top-quality", type=float, default=None, help="keep this top fraction by IQA score")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    grounded = commands.add_parser("ground", help="generate an image and a mask for every object of the prompt")
+    grounded.add_argument("prompt")
+    grounded.add_argument("--checkpoint", required=True, help="a trained grounding checkpoint folder")
+    grounded.add_argument("--model", default=None, help="the diffusion model; default: the checkpoint's")
+    grounded.add_argument("--objects", nargs="+", default=None, help="object names; default: parsed from the prompt")
+    grounded.add_argument("--seed", type=int, default=0)
+    grounded.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    grounded.add_argument("--device", default=None)
+    grounded.add_argument("--out", default="grounded", help="folder for image, masks and overlay")
+    grounded.set_defaults(run=_cmd_ground)
     return parser
 
 

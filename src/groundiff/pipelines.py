@@ -102,3 +102,26 @@ def _load_hub(hub_id: str, torch_dtype: torch.dtype) -> StableDiffusionPipeline:
             f"Could not load {hub_id!r} from the Hugging Face hub or its local cache ({error}). "
             f"Without network, download it once elsewhere and pass the local folder instead."
         ) from error
+
+
+def load_text_components(source: str, *, device: str = "cpu") -> tuple[Any, Any]:
+    """The frozen CLIP text encoder and tokenizer of a pipeline, without loading its U-Net or VAE.
+
+    Built-in names build their pipeline (they are tiny); folders and hub ids load the
+    `text_encoder` and `tokenizer` subfolders only.
+    """
+    if source in BUILTIN_PIPELINES:
+        pipe = BUILTIN_PIPELINES[source]()
+        return pipe.text_encoder.to(device).eval(), pipe.tokenizer
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = str(Path(source).expanduser()) if _looks_like_path(source) else source
+    try:
+        encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+    except OSError as error:
+        raise OSError(
+            f"Could not load the text encoder of {source!r} ({error}). Pass the diffusers folder or hub id of "
+            f"the model that generated the data (it is in the set's config.json, field 'model')."
+        ) from error
+    return encoder.to(device).eval(), tokenizer

@@ -84,4 +84,5 @@ def decode_record(index: int, files: dict[str, bytes], *, features: bool = True)
         decode_png(files[f"mask{i}.png"], mask=True) for i in range(len(meta["classes"])) if f"mask{i}.png" in files
     ]
     tensors = load_safetensors(files[FEATURES_EXT]) if features and FEATURES_EXT in files else {}
+    tensors = dict(sorted(tensors.items()))  # safetensors' load order varies between calls
     return SampleRecord(index=index, image=decode_png(files["png"]), features=tensors, masks=masks, meta=meta)

@@ -12,7 +12,10 @@ from groundiff.model.visual_encoder import VisualEncoder
 
 
 def group_names_by_resolution(feature_shapes: FeatureShapes) -> dict[int, list[str]]:
-    """Map side → names of the maps of that side, coarsest first, in the given order within a level.
+    """Map side → names of the maps of that side, coarsest first, sorted by name within a level.
+
+    The order is canonical (independent of the dict's order) because the model concatenates the maps
+    of a level in this order: a reloaded checkpoint must read them the same way.
 
     Raises:
         ValueError: an empty layout, or a map that is not (C, h, w) with h == w.
@@ -20,7 +23,7 @@ def group_names_by_resolution(feature_shapes: FeatureShapes) -> dict[int, list[s
     if not feature_shapes:
         raise ValueError("feature_shapes is empty: pass the (C, h, w) shape of every U-Net map the model reads.")
     levels: dict[int, list[str]] = {}
-    for name, shape in feature_shapes.items():
+    for name, shape in sorted(feature_shapes.items()):
         if len(shape) != 3 or shape[1] != shape[2]:
             raise ValueError(
                 f"Feature map {name!r} has shape {tuple(shape)}; the grounding model needs square (C, h, w) maps."

@@ -1,0 +1,120 @@
+"""`ground`: generate an image from a prompt and return one mask per named object.
+
+The pipeline runs with the sampler settings and feature capture of the set the grounding model was
+trained on (stored in its checkpoint), so the model sees the features it learned from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from groundiff.batching import ClassEmbedder
+from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
+from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
+
+
+@dataclass
+class GroundingResult:
+    """An image and its masks.
+
+    Attributes:
+        image: (H, W, 3) uint8.
+        masks: object name → (H, W) bool, probability > 0.5.
+        probabilities: object name → (H, W) float32 in [0, 1].
+    """
+
+    prompt: str
+    image: np.ndarray
+    masks: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray]
+
+
+def objects_from_prompt(prompt: str, template: str = PROMPT_TEMPLATES["generation"]) -> list[str]:
+    """The objects of a prompt written in `template`: "a photograph of a dog and a sofa" → [dog, sofa].
+
+    Raises:
+        ValueError: the prompt does not follow the template; name the objects explicitly instead.
+    """
+    text = PromptTemplate(template).text
+    head, rest = text.split("{x}")
+    joiner, tail = rest.split("{y}") if "{y}" in rest else ("\\0", rest)
+    if not (prompt.startswith(head) and prompt.endswith(tail)) or len(prompt) <= len(head) + len(tail):
+        raise ValueError(f"Prompt {prompt!r} does not follow the template {text!r}; name the objects with --objects.")
+    body = prompt[len(head) : len(prompt) - len(tail)]
+    return [name.strip() for name in body.split(joiner)]
+
+
+def capture_for(meta: dict[str, Any]) -> tuple[CaptureConfig, GenerationSettings]:
+    """The capture and sampler settings of the training set recorded in a checkpoint's metadata."""
+    set_config = meta["set_config"]
+    steps = sorted({int(name.split(".")[0].removeprefix("step")) for name in meta["feature_shapes"]})
+    blocks = tuple(dict.fromkeys(name.split(".", 1)[1] for name in meta["feature_shapes"]))
+    capture = CaptureConfig(blocks=blocks, steps=tuple(steps), layout=set_config["feature_layout"])
+    settings = GenerationSettings(
+        num_inference_steps=set_config["steps"],
+        guidance_scale=set_config["guidance_scale"],
+        height=set_config.get("height"),
+        width=set_config.get("width"),
+    )
+    return capture, settings
+
+
+@torch.no_grad()
+def ground(
+    pipe: Any,
+    model: torch.nn.Module,
+    meta: dict[str, Any],
+    prompt: str,
+    *,
+    objects: Sequence[str] | None = None,
+    seed: int = 0,
+) -> GroundingResult:
+    """Generate `prompt` with `pipe` and segment each object with the grounding `model`.
+
+    Args:
+        pipe: the Stable Diffusion pipeline whose features the model was trained on.
+        model, meta: from `train.load_grounding_model`.
+        objects: names to segment; default: parsed from the prompt with the generation template.
+    """
+    names = list(objects) if objects else objects_from_prompt(prompt, meta["set_config"]["template"])
+    capture, settings = capture_for(meta)
+    output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
+    device = next(model.parameters()).device
+    features = {name: t[None].float().to(device) for name, t in output.features.flat(0).items()}  # (1, C, h, w)
+    embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta["template"], end_of_text=meta["end_of_text"])
+    logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
+    size = output.images.shape[1:3]
+    probabilities = F.interpolate(logits.sigmoid().float(), size=size, mode="bilinear")[0].cpu().numpy()  # (N, H, W)
+    return GroundingResult(
+        prompt=prompt,
+        image=output.images[0],
+        masks={name: probabilities[i] > 0.5 for i, name in enumerate(names)},
+        probabilities={name: probabilities[i] for i, name in enumerate(names)},
+    )
+
+
+def write_grounding(result: GroundingResult, out: Path) -> list[Path]:
+    """`image.png`, one `mask_{object}.png` per object and `overlay.png` with a legend."""
+    from groundiff.visualize import legend_handles, overlay, plt, save_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "image.png"]
+    Image.fromarray(result.image).save(paths[0])
+    for name, mask in result.masks.items():
+        paths.append(out / f"mask_{name.replace(' ', '_')}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(paths[-1])
+    figure, axis = plt.subplots(figsize=(4, 4))
+    axis.imshow(overlay(result.image, list(result.masks.values())), interpolation="nearest")
+    axis.set_axis_off()
+    axis.set_title(result.prompt, fontsize=8)
+    axis.legend(handles=legend_handles(list(result.masks)), fontsize=7, loc="lower right")
+    paths.append(save_figure(figure, out / "overlay.png"))
+    return paths

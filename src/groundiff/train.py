@@ -1,0 +1,266 @@
+"""`train`: fit the grounding model on a generated set, keep the best checkpoint by validation mIoU.
+
+Everything that differs between the paper's experiments (prompt template, end-of-text baseline,
+loss, dropout, epochs, model sizes) is a field of `TrainConfig`; shipped YAML files in configs/
+name each experiment.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm.auto import tqdm
+
+from groundiff.batching import ClassEmbedder, GroundingBatch, collate
+from groundiff.capture.replay import stored_maps
+from groundiff.checkpoints import load_checkpoint_meta, load_weights, restore_training_state, save_checkpoint
+from groundiff.data.config import CONFIG_FILE
+from groundiff.data.dataset import GroundingDataset
+from groundiff.data.records import SampleRecord
+from groundiff.evaluate import evaluate_dataset
+from groundiff.losses import grounding_loss
+from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
+from groundiff.pipelines import load_pipeline, load_text_components
+from groundiff.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+BEST, LAST = "best", "last"
+
+
+@dataclass
+class TrainReport:
+    out: Path
+    best_epoch: int
+    best_val_miou: float
+    samples_per_s: float
+    data_wait_fraction: float
+    history: list[dict[str, float]]
+
+
+class _MapsDataset(Dataset[SampleRecord]):
+    """Records with their maps, recomputed by the generating U-Net when a set stores U-Net inputs."""
+
+    def __init__(self, records: Dataset[SampleRecord], size: int, unet: Any | None) -> None:
+        self.records, self.size, self.unet = records, size, unet
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, position: int) -> SampleRecord:
+        record = self.records[position]
+        timesteps = {int(k): v for k, v in record.meta.get("feature_timesteps", {}).items()}
+        record.features = {k: v.float() for k, v in stored_maps(record.features, timesteps, self.unet).items()}
+        return record
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_model_name(folder: str) -> str:
+    """The diffusion model that generated a set (its text encoder is the grounding model's)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{folder!r} has no {CONFIG_FILE}; pass a set folder written by `groundiff generate`.")
+    return str(json.loads(path.read_text())["model"])
+
+
+def open_set(folder: str, limit: int | None = None, *, top_quality: float | None = None) -> _MapsDataset:
+    """A set with ready maps: stored ones, or recomputed when the set stores U-Net inputs."""
+    records = GroundingDataset([folder], top_quality=top_quality)
+    first = records[0]
+    unet = None
+    if not any(".input." not in k for k in first.features):
+        unet = load_pipeline(set_model_name(folder), device="cpu").unet
+    return _MapsDataset(records, min(limit or len(records), len(records)), unet)
+
+
+def train(config: TrainConfig) -> TrainReport:
+    """Train a grounding model; writes `out/best`, `out/last`, `history.csv` and `curves.png`.
+
+    Raises:
+        FileExistsError: `out` already holds a run and `resume` was not asked for (nothing is overwritten).
+        FloatingPointError: the loss became NaN or infinite (the message names the samples).
+    """
+    return _Trainer(config).run(resume=False)
+
+
+def resume(config: TrainConfig) -> TrainReport:
+    """Continue an interrupted run from `out/last`, exactly as if it had not stopped."""
+    return _Trainer(config).run(resume=True)
+
+
+class _Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # 1. Data and the frozen text side.
+        self.train_set = open_set(config.train, config.max_train_samples)
+        self.val_set = open_set(config.val)
+        model_name = set_model_name(config.train)
+        if set_model_name(config.val) != model_name:
+            raise ValueError(
+                f"Train set {config.train!r} comes from {model_name!r}, val set {config.val!r} from "
+                f"{set_model_name(config.val)!r}: features of different U-Nets do not mix."
+            )
+        text_encoder, tokenizer = load_text_components(model_name)
+        self.embedder = ClassEmbedder(text_encoder, tokenizer, config.template, end_of_text=config.end_of_text)
+        # 2. The model, seeded.
+        first = self.train_set[0]
+        # Sorted names: the model concatenates maps in this order, and a checkpoint restores it from JSON.
+        self.feature_shapes = {k: tuple(v.shape) for k, v in sorted(first.features.items())}
+        self.image_size = int(first.image.shape[0])
+        model_fields = {"mask_size": self.image_size, **config.model, "dropout": config.dropout}
+        self.model_config = GroundingModelConfig.from_dict(model_fields)
+        seed_everything(config.seed)
+        self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+
+    def meta(self, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model_config": self.model_config.to_dict(),
+            "feature_shapes": {k: list(v) for k, v in self.feature_shapes.items()},
+            "text_width": self.embedder.width,
+            "text_model": set_model_name(self.config.train),
+            "set_config": json.loads((Path(self.config.train) / CONFIG_FILE).read_text()),
+            "template": self.config.template,
+            "end_of_text": self.config.end_of_text,
+            "train_config": dataclasses.asdict(self.config),
+            "epoch": epoch,
+            "val": val,
+        }
+
+    def run(self, *, resume: bool) -> TrainReport:
+        config = self.config
+        start_epoch, best, history = 0, -1.0, []
+        if resume:
+            last = self.out / LAST
+            self.model.load_state_dict(load_weights(last))
+            state = restore_training_state(last, self.optimizer)
+            start_epoch, best, history = state["epoch"], state["best_val_miou"], state["history"]
+            log.info("resuming %s at epoch %d", self.out, start_epoch)
+        elif (self.out / LAST).exists() or (self.out / BEST).exists():
+            raise FileExistsError(
+                f"{str(self.out)!r} already holds a training run; pass --resume to continue it, or another --out."
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        for epoch in range(start_epoch, config.epochs):
+            row = self.train_epoch(epoch)
+            val = evaluate_dataset(self.model, self.val_set, self.embedder, batch_size=max(config.batch_size, 4))
+            row.update(epoch=epoch + 1, val_miou=val["miou"], val_miou_per_image=val["miou_per_image"])
+            history.append(row)
+            if val["miou"] > best:
+                best = val["miou"]
+                save_checkpoint(self.out / BEST, self.model, self.meta(epoch + 1, val))
+            training = {"epoch": epoch + 1, "best_val_miou": best, "history": history}
+            save_checkpoint(self.out / LAST, self.model, self.meta(epoch + 1, val), self.optimizer, training)
+            write_history(self.out, history)
+            log.info("epoch %d: loss %.4f, val mIoU %.2f", epoch + 1, row["train_loss"], val["miou"])
+        best_row = max(history, key=lambda r: r["val_miou"])
+        total = sum(r["seconds"] for r in history)
+        return TrainReport(
+            out=self.out,
+            best_epoch=int(best_row["epoch"]),
+            best_val_miou=best_row["val_miou"],
+            samples_per_s=sum(r["samples"] for r in history) / total,
+            data_wait_fraction=sum(r["data_wait_s"] for r in history) / total,
+            history=history,
+        )
+
+    def loader(self, epoch: int) -> DataLoader[GroundingBatch]:
+        # A generator seeded by (seed, epoch) makes each epoch's order independent of interruptions.
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return DataLoader(
+            self.train_set,  # type: ignore[arg-type]
+            batch_size=self.config.batch_size,
+            sampler=RandomSampler(self.train_set, generator=generator),
+            collate_fn=partial(collate, embedder=self.embedder, mask_size=self.model_config.mask_size),
+            num_workers=self.config.num_workers,
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        losses, samples, waiting = [], 0, 0.0
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(self.train_set), desc=f"epoch {epoch + 1}", unit="sample", disable=not self.config.progress
+        )
+        batches = iter(self.loader(epoch))
+        while True:
+            fetch = time.perf_counter()
+            batch = next(batches, None)
+            waiting += time.perf_counter() - fetch
+            if batch is None:
+                break
+            batch = batch.to(self.device)
+            logits = self.model(batch.features, batch.embeddings, ~batch.valid)  # (B, N, H, W)
+            loss = grounding_loss(self.config.loss, logits, batch.targets, batch.valid)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch + 1} on samples {batch.indices}; lower the learning "
+                    f"rate or check those samples' features for NaN. The last good checkpoint is in {self.out}."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            samples += len(batch.indices)
+            bar.update(len(batch.indices))
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        return {"train_loss": float(np.mean(losses)), "samples": samples, "seconds": seconds, "data_wait_s": waiting}
+
+
+def write_history(out: Path, history: list[dict[str, float]]) -> None:
+    """`history.csv` (one row per epoch) and `curves.png` (loss and validation mIoU)."""
+    with open(out / "history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(epochs, [r["train_loss"] for r in history], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss", title="loss")
+    right.plot(epochs, [r["val_miou"] for r in history], marker="o", label="category-wise")
+    right.plot(epochs, [r["val_miou_per_image"] for r in history], marker=".", label="per image (reference)")
+    right.set(xlabel="epoch", ylabel="val mIoU", title="validation mIoU")
+    right.legend()
+    figure.tight_layout()
+    temp = out / f"curves.tmp{os.getpid()}.png"
+    figure.savefig(temp, dpi=100)
+    plt.close(figure)
+    os.replace(temp, out / "curves.png")
+
+
+def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingModel, dict[str, Any]]:
+    """A trained model in eval mode and its checkpoint metadata."""
+    meta = load_checkpoint_meta(folder)
+    config = GroundingModelConfig.from_dict(meta["model_config"])
+    shapes = {k: tuple(v) for k, v in sorted(meta["feature_shapes"].items())}
+    model = build_grounding_model(config, shapes, int(meta["text_width"]))
+    model.load_state_dict(load_weights(folder))
+    return model.to(device).eval(), meta

@@ -1,0 +1,137 @@
+"""Training, checkpoints, evaluation and inference end to end on tiny generated sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import config, generate
+from groundiff import train as train_module
+from groundiff.cli import main
+from groundiff.evaluate import evaluate_dataset
+from groundiff.ground import objects_from_prompt
+from groundiff.train import load_grounding_model, resume, train
+from groundiff.train_config import TrainConfig
+
+TINY_MODEL = {"level_channels": [4, 4, 8, 8], "width": 32, "heads": 2, "decoder_layers": 1, "ffn_width": 64}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory, sd1_pipe) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("grounding")
+    sizes = {"train": 12, "val": 6, "test-seen": 6, "test-unseen": 6}
+    for kind, size in sizes.items():
+        generate(config(root / kind, set=kind, num_samples=size, samples_per_shard=8), sd1_pipe)
+    return {kind: root / kind for kind in sizes}
+
+
+def run_config(sets: dict[str, Path], out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        train=str(sets["train"]),
+        val=str(sets["val"]),
+        out=str(out),
+        epochs=3,
+        lr=1e-3,
+        model=TINY_MODEL,
+        progress=False,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_training_lowers_the_loss_and_beats_an_untrained_model(sets, tmp_path):
+    report = train(run_config(sets, tmp_path / "run", epochs=4))
+    losses = [row["train_loss"] for row in report.history]
+    assert losses[-1] < losses[0]
+    untrained = train_module._Trainer(run_config(sets, tmp_path / "untrained"))
+    baseline = evaluate_dataset(untrained.model, untrained.val_set, untrained.embedder)["miou"]
+    assert report.best_val_miou > baseline
+    assert (tmp_path / "run" / "best" / "model.safetensors").exists()
+    assert (tmp_path / "run" / "curves.png").exists() and (tmp_path / "run" / "history.csv").exists()
+    assert 0 <= report.data_wait_fraction < 1 and report.samples_per_s > 0
+    meta = json.loads((tmp_path / "run" / "best" / "checkpoint.json").read_text())
+    assert meta["epoch"] == report.best_epoch and meta["val"]["miou"] == pytest.approx(report.best_val_miou)
+    # Regression: maps are concatenated in sorted-name order, so a reloaded model predicts the same.
+    reloaded, _ = load_grounding_model(tmp_path / "run" / "best")
+    again = evaluate_dataset(reloaded, untrained.val_set, untrained.embedder)["miou"]
+    assert again == pytest.approx(report.best_val_miou)
+
+
+def test_resume_continues_exactly(sets, tmp_path):
+    train(run_config(sets, tmp_path / "straight", epochs=2))
+    train(run_config(sets, tmp_path / "interrupted", epochs=1))
+    resume(run_config(sets, tmp_path / "interrupted", epochs=2))
+    straight, _ = load_grounding_model(tmp_path / "straight" / "last")
+    resumed, _ = load_grounding_model(tmp_path / "interrupted" / "last")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_an_existing_run_is_never_overwritten(sets, tmp_path):
+    train(run_config(sets, tmp_path / "run", epochs=1))
+    before = (tmp_path / "run" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(run_config(sets, tmp_path / "run", epochs=1))
+    assert (tmp_path / "run" / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_a_nan_loss_stops_training_with_the_samples_named(sets, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "grounding_loss", lambda *args: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(FloatingPointError, match="Loss became nan at epoch 1 on samples"):
+        train(run_config(sets, tmp_path / "run", epochs=1))
+
+
+def test_every_ablation_is_a_config_value(sets, tmp_path):
+    for name, overrides in {
+        "baseline": dict(template="photo_x", end_of_text=True, loss="bce", dropout=0.0),
+        "dice": dict(loss="dice"),
+        "template": dict(template="photo_x_and_y"),
+    }.items():
+        report = train(run_config(sets, tmp_path / name, epochs=1, **overrides))
+        assert np.isfinite(report.history[0]["train_loss"]), name
+    with pytest.raises(ValueError, match="Unknown loss 'focal'"):
+        run_config(sets, tmp_path, loss="focal")
+
+
+def test_evaluate_and_ground_commands(sets, tmp_path, capsys):
+    arguments = ["--train", str(sets["train"]), "--val", str(sets["val"]), "--out", str(tmp_path / "run")]
+    options = ["--epochs", "1", "--progress", "false", "--config", str(write_model_config(tmp_path))]
+    assert main(["train", *arguments, *options]) == 0
+    checkpoint = tmp_path / "run" / "best"
+    out = tmp_path / "eval" / "results.json"
+    data = [str(sets["test-seen"]), str(sets["test-unseen"])]
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", *data, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"test-seen", "test-unseen"}
+    assert set(results["test-unseen"]) == {"miou", "miou_per_image", "per_class", "samples"}
+    assert set(results["test-unseen"]["per_class"]) <= {"tvmonitor", "car", "dog", "sofa", "train"}
+    assert out.with_suffix(".md").exists() and (tmp_path / "eval" / "results_examples.png").exists()
+    prompt = "a photograph of a dog and a sofa"
+    assert main(["ground", prompt, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "grounded")]) == 0
+    assert {p.name for p in (tmp_path / "grounded").iterdir()} == {
+        "image.png",
+        "mask_dog.png",
+        "mask_sofa.png",
+        "overlay.png",
+    }
+    capsys.readouterr()
+
+
+def write_model_config(folder: Path) -> Path:
+    path = folder / "train.yaml"
+    path.write_text(json.dumps({"model": TINY_MODEL, "lr": 1e-3}))
+    return path.rename(path.with_suffix(".json"))
+
+
+def test_objects_are_parsed_from_the_generation_template():
+    assert objects_from_prompt("a photograph of a dog and a sofa") == ["dog", "sofa"]
+    assert objects_from_prompt("a photograph of a red ring and a blue disc and a cat") == [
+        "red ring",
+        "blue disc",
+        "cat",
+    ]
+    with pytest.raises(ValueError, match="does not follow the template"):
+        objects_from_prompt("two dogs on a sofa")
