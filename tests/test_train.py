@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +138,17 @@ def test_objects_are_parsed_from_the_generation_template():
     ]
     with pytest.raises(ValueError, match="does not follow the template"):
         objects_from_prompt("two dogs on a sofa")
+
+
+def test_two_process_ddp_training_on_gloo(sets, tmp_path):
+    config_file = write_model_config(tmp_path)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    sets_and_out = ["--train", str(sets["train"]), "--val", str(sets["val"]), "--out", str(tmp_path / "ddp")]
+    options = ["--epochs", "1", "--progress", "false", "--config", str(config_file)]
+    command = [*launcher, "-m", "groundiff.cli", "train", *sets_and_out, *options]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("best val mIoU") == 2  # both ranks finish and agree on the checkpoint
+    model, meta = load_grounding_model(tmp_path / "ddp" / "best")
+    assert meta["epoch"] == 1

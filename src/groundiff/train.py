@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from groundiff.batching import ClassEmbedder, GroundingBatch, collate
@@ -67,6 +67,22 @@ class _MapsDataset(Dataset[SampleRecord]):
         return record
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def start_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun / accelerate (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def amp_dtype() -> torch.dtype:
+    return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -110,7 +126,8 @@ class _Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.out = Path(config.out)
-        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world = start_distributed()
+        self.device = torch.device(config.device or (f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"))
         # 1. Data and the frozen text side.
         self.train_set = open_set(config.train, config.max_train_samples)
         self.val_set = open_set(config.val)
@@ -133,6 +150,12 @@ class _Trainer:
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
+        # With several processes, gradients are averaged by DDP; evaluation and checkpoints stay on rank 0.
+        self.forward_model: torch.nn.Module = self.model
+        if self.world > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        torch.manual_seed(config.seed + self.rank)  # dropout differs per rank, weights start equal
 
     def meta(self, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -167,12 +190,16 @@ class _Trainer:
             val = evaluate_dataset(self.model, self.val_set, self.embedder, batch_size=max(config.batch_size, 4))
             row.update(epoch=epoch + 1, val_miou=val["miou"], val_miou_per_image=val["miou_per_image"])
             history.append(row)
-            if val["miou"] > best:
-                best = val["miou"]
-                save_checkpoint(self.out / BEST, self.model, self.meta(epoch + 1, val))
-            training = {"epoch": epoch + 1, "best_val_miou": best, "history": history}
-            save_checkpoint(self.out / LAST, self.model, self.meta(epoch + 1, val), self.optimizer, training)
-            write_history(self.out, history)
+            improved = val["miou"] > best
+            best = max(best, val["miou"])
+            if self.rank == 0:
+                if improved:
+                    save_checkpoint(self.out / BEST, self.model, self.meta(epoch + 1, val))
+                training = {"epoch": epoch + 1, "best_val_miou": best, "history": history}
+                save_checkpoint(self.out / LAST, self.model, self.meta(epoch + 1, val), self.optimizer, training)
+                write_history(self.out, history)
+            if self.world > 1:
+                torch.distributed.barrier()
             log.info("epoch %d: loss %.4f, val mIoU %.2f", epoch + 1, row["train_loss"], val["miou"])
         best_row = max(history, key=lambda r: r["val_miou"])
         total = sum(r["seconds"] for r in history)
@@ -188,10 +215,14 @@ class _Trainer:
     def loader(self, epoch: int) -> DataLoader[GroundingBatch]:
         # A generator seeded by (seed, epoch) makes each epoch's order independent of interruptions.
         generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        sampler: Any = RandomSampler(self.train_set, generator=generator)
+        if self.world > 1:
+            sampler = DistributedSampler(self.train_set, self.world, self.rank, seed=self.config.seed)
+            sampler.set_epoch(epoch)
         return DataLoader(
             self.train_set,  # type: ignore[arg-type]
             batch_size=self.config.batch_size,
-            sampler=RandomSampler(self.train_set, generator=generator),
+            sampler=sampler,
             collate_fn=partial(collate, embedder=self.embedder, mask_size=self.model_config.mask_size),
             num_workers=self.config.num_workers,
         )
@@ -201,7 +232,10 @@ class _Trainer:
         losses, samples, waiting = [], 0, 0.0
         start = time.perf_counter()
         bar = tqdm(
-            total=len(self.train_set), desc=f"epoch {epoch + 1}", unit="sample", disable=not self.config.progress
+            total=len(self.train_set) // self.world,
+            desc=f"epoch {epoch + 1}",
+            unit="sample",
+            disable=not self.config.progress or self.rank != 0,
         )
         batches = iter(self.loader(epoch))
         while True:
@@ -211,8 +245,10 @@ class _Trainer:
             if batch is None:
                 break
             batch = batch.to(self.device)
-            logits = self.model(batch.features, batch.embeddings, ~batch.valid)  # (B, N, H, W)
-            loss = grounding_loss(self.config.loss, logits, batch.targets, batch.valid)
+            # Mixed precision on CUDA (bf16 where supported); CPU runs in float32.
+            with torch.autocast("cuda", dtype=amp_dtype(), enabled=self.device.type == "cuda"):
+                logits = self.forward_model(batch.features, batch.embeddings, ~batch.valid)  # (B, N, H, W)
+            loss = grounding_loss(self.config.loss, logits.float(), batch.targets, batch.valid)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch + 1} on samples {batch.indices}; lower the learning "
