@@ -152,3 +152,17 @@ def test_two_process_ddp_training_on_gloo(sets, tmp_path):
     assert result.stdout.count("best val mIoU") == 2  # both ranks finish and agree on the checkpoint
     model, meta = load_grounding_model(tmp_path / "ddp" / "best")
     assert meta["epoch"] == 1
+
+
+def test_a_named_experiment_runs_and_appends_its_row(sets, tmp_path, capsys):
+    assert main(["experiment", "list"]) == 0
+    assert "table4-loss-dice" in capsys.readouterr().out.split()
+    arguments = ["--train", str(sets["train"]), "--val", str(sets["val"]), "--test", str(sets["test-unseen"])]
+    options = ["--out", str(tmp_path), "--model-config", str(write_model_config(tmp_path))]
+    for seed in (0, 1):
+        assert main(["experiment", "table2-baseline", *arguments, *options, "--seed", str(seed)]) == 0
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("experiment,seed,train_samples,best_epoch,val_miou,test-unseen mIoU")
+    assert [r.split(",")[:2] for r in rows[1:]] == [["table2-baseline", "0"], ["table2-baseline", "1"]]
+    assert main(["experiment", "table9"]) == 2
+    assert "Unknown experiment 'table9'" in capsys.readouterr().err

@@ -139,6 +139,30 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from groundiff.experiments import RESULTS_FILE, experiment_names, run_experiment
+
+    if args.name == "list":
+        print("\n".join(experiment_names()))
+        return 0
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    if args.model_config:
+        from groundiff.config_io import read_config_file
+
+        overrides.update(read_config_file(Path(args.model_config)))
+    row = run_experiment(
+        args.name,
+        train_set=Path(args.train),
+        val_set=Path(args.val),
+        test_sets=[Path(t) for t in args.test],
+        out=Path(args.out),
+        seed=args.seed,
+        overrides=overrides,
+    )
+    print(f"{row.as_row()} -> appended to {Path(args.out) / RESULTS_FILE}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundiff",
@@ -219,6 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
     grounded.add_argument("--device", default=None)
     grounded.add_argument("--out", default="grounded", help="folder for image, masks and overlay")
     grounded.set_defaults(run=_cmd_ground)
+
+    experiment = commands.add_parser(
+        "experiment", help="run one of the paper's experiments by name ('list' lists them)"
+    )
+    experiment.add_argument("name", help="e.g. table2-improved, table4-loss-dice; 'list' to see all")
+    experiment.add_argument("--train", default="data/train")
+    experiment.add_argument("--val", default="data/val")
+    experiment.add_argument("--test", nargs="+", default=["data/test-seen", "data/test-mixed", "data/test-unseen"])
+    experiment.add_argument("--out", default="runs/experiments", help="run folders and results.csv")
+    experiment.add_argument("--seed", type=int, default=0)
+    experiment.add_argument("--epochs", type=int, default=None, help="override the experiment's epochs")
+    experiment.add_argument("--model-config", default=None, help="extra TrainConfig fields (e.g. model sizes)")
+    experiment.set_defaults(run=_cmd_experiment)
     return parser
 
 

@@ -1,0 +1,92 @@
+"""The paper's experiments by name: a shipped TrainConfig file each, run and appended to a results table.
+
+    groundiff experiment table4-loss-dice --train data/train --val data/val \
+        --test data/test-seen data/test-mixed data/test-unseen --out runs/experiments --seed 1
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from groundiff.config_io import read_config_file
+from groundiff.evaluate import evaluate_checkpoint
+from groundiff.train import train
+from groundiff.train_config import TrainConfig
+
+EXPERIMENTS_DIR = Path(__file__).parent / "configs" / "experiments"
+RESULTS_FILE = "results.csv"
+
+
+def experiment_names() -> list[str]:
+    return sorted(path.stem for path in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def experiment_config(name: str) -> dict[str, Any]:
+    """The TrainConfig fields of a shipped experiment."""
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"Unknown experiment {name!r}; shipped experiments: {', '.join(experiment_names())}.")
+    return read_config_file(path)
+
+
+@dataclass
+class ExperimentRow:
+    experiment: str
+    seed: int
+    train_samples: int
+    best_epoch: int
+    val_miou: float
+    results: dict[str, float]
+
+    def as_row(self) -> dict[str, Any]:
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "results"}
+        return {**fields, **{f"{name} mIoU": round(value, 2) for name, value in self.results.items()}}
+
+
+def run_experiment(
+    name: str,
+    *,
+    train_set: Path,
+    val_set: Path,
+    test_sets: list[Path],
+    out: Path,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> ExperimentRow:
+    """Train with the experiment's config, evaluate the best checkpoint, append a row to `out/results.csv`."""
+    fields = {**experiment_config(name), **(overrides or {})}
+    run_dir = out / f"{name}-seed{seed}"
+    config = TrainConfig(train=str(train_set), val=str(val_set), out=str(run_dir), seed=seed, **fields)
+    report = train(config)
+    evaluation = evaluate_checkpoint(run_dir / "best", test_sets, run_dir / "test.json")
+    row = ExperimentRow(
+        experiment=name,
+        seed=seed,
+        train_samples=int(report.history[0]["samples"]),
+        best_epoch=report.best_epoch,
+        val_miou=round(report.best_val_miou, 2),
+        results={set_name: r["miou"] for set_name, r in evaluation.results.items()},
+    )
+    append_row(out / RESULTS_FILE, row.as_row())
+    return row
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append to a CSV table, widening its header when a row brings new columns."""
+    rows: list[dict[str, Any]] = []
+    if path.exists():
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    rows.append(row)
+    columns = list(dict.fromkeys(key for r in rows for key in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    with open(temp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    temp.replace(path)
