@@ -20,8 +20,9 @@ class MiniWorldLabeler:
 
     Each pixel takes the arg-max of background + 20 class logits over *all* classes, so an object
     drawn as the wrong class is found as that class and not as the prompted one (the discard rule
-    then drops the sample). A prompted class counts as found when it holds at least `min_pixels`
-    pixels; its score is the mean softmax probability over its mask.
+    then drops the sample). A prompted class counts as found when its mask, opened by a 3×3 square
+    (which removes scattered pixels and strokes under 3 px), keeps at least `min_pixels` pixels;
+    the returned mask is the unopened one and its score the mean softmax probability over it.
     """
 
     vocabulary: tuple[str, ...] = CLASSES
@@ -69,11 +70,23 @@ class MiniWorldLabeler:
                     raise ValueError(f"The mini-world labeler does not know {name!r}; its classes are {CLASSES}.")
                 channel = CLASSES.index(name) + 1
                 mask = labels[i] == channel
-                if mask.sum() >= self.min_pixels:
+                if open_mask(mask).sum() >= self.min_pixels:
                     result.masks[name] = mask
                     result.scores[name] = float(prob[i, channel][mask].mean())
             results.append(result)
         return results
+
+
+def _erode_or_dilate(mask: np.ndarray, erode: bool) -> np.ndarray:
+    padded = np.pad(mask, 1, constant_values=False)  # (H + 2, W + 2)
+    height, width = mask.shape
+    shifts = [padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+    return np.logical_and.reduce(shifts) if erode else np.logical_or.reduce(shifts)
+
+
+def open_mask(mask: np.ndarray) -> np.ndarray:
+    """Morphological opening of an (H, W) bool mask with a 3×3 square: erosion, then dilation."""
+    return _erode_or_dilate(_erode_or_dilate(mask, erode=True), erode=False)
 
 
 def confusion_iou(predicted: np.ndarray, truth: np.ndarray, num_labels: int = 1 + len(CLASSES)) -> np.ndarray:
