@@ -46,7 +46,7 @@ def save_checkpoint(
         save_file(tensors, str(temp / STATE_TENSORS))
         state = {
             "optimizer": scalars,
-            "numpy_rng": _numpy_state_to_json(np.random.get_state()),
+            "numpy_rng": _numpy_state_to_json(np.random.get_state(legacy=True)),  # type: ignore[arg-type]
             "python_rng": _python_state_to_json(random.getstate()),
             **(training or {}),
         }

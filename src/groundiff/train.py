@@ -142,7 +142,9 @@ class _Trainer:
         # 2. The model, seeded.
         first = self.train_set[0]
         # Sorted names: the model concatenates maps in this order, and a checkpoint restores it from JSON.
-        self.feature_shapes = {k: tuple(v.shape) for k, v in sorted(first.features.items())}
+        self.feature_shapes: dict[str, tuple[int, int, int]] = {
+            k: (int(v.shape[0]), int(v.shape[1]), int(v.shape[2])) for k, v in sorted(first.features.items())
+        }
         self.image_size = int(first.image.shape[0])
         model_fields = {"mask_size": self.image_size, **config.model, "dropout": config.dropout}
         self.model_config = GroundingModelConfig.from_dict(model_fields)
@@ -296,7 +298,7 @@ def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingMo
     """A trained model in eval mode and its checkpoint metadata."""
     meta = load_checkpoint_meta(folder)
     config = GroundingModelConfig.from_dict(meta["model_config"])
-    shapes = {k: tuple(v) for k, v in sorted(meta["feature_shapes"].items())}
+    shapes = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(meta["feature_shapes"].items())}
     model = build_grounding_model(config, shapes, int(meta["text_width"]))
     model.load_state_dict(load_weights(folder))
     return model.to(device).eval(), meta
