@@ -15,7 +15,7 @@ import torch
 from conftest import config, generate
 from groundiff import train as train_module
 from groundiff.cli import main
-from groundiff.evaluate import evaluate_dataset
+from groundiff.evaluate import evaluate_checkpoint, evaluate_dataset
 from groundiff.ground import objects_from_prompt
 from groundiff.train import load_grounding_model, resume, train
 from groundiff.train_config import TrainConfig
@@ -166,3 +166,14 @@ def test_a_named_experiment_runs_and_appends_its_row(sets, tmp_path, capsys):
     assert [r.split(",")[:2] for r in rows[1:]] == [["table2-baseline", "0"], ["table2-baseline", "1"]]
     assert main(["experiment", "table9"]) == 2
     assert "Unknown experiment 'table9'" in capsys.readouterr().err
+
+
+def test_evaluation_refuses_mismatched_layouts_and_non_test_sets(sets, sd1_pipe, tmp_path):
+    train(run_config(sets, tmp_path / "run", epochs=1))
+    other = tmp_path / "two-blocks"
+    generate(config(other, set="test-unseen", num_samples=2, feature_blocks=("mid", "up3")), sd1_pipe)
+    with pytest.raises(ValueError, match="stores features .* the checkpoint expects"):
+        evaluate_checkpoint(tmp_path / "run" / "best", [other], tmp_path / "out.json")
+    with pytest.raises(ValueError, match="is a 'train' set; evaluate on test sets"):
+        evaluate_checkpoint(tmp_path / "run" / "best", [sets["train"]], tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()
