@@ -163,6 +163,22 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_command(
+    commands: argparse._SubParsersAction, name: str, cls: type, help_text: str, skip: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """A subcommand whose options are the fields of a config dataclass, readable from `--config FILE` too."""
+    from groundiff.config_io import add_dataclass_flags
+
+    parser = commands.add_parser(
+        name,
+        help=help_text,
+        description=f"{help_text}. Every {cls.__name__} field is a flag and a key of the --config file; flags win.",
+    )
+    parser.add_argument("--config", default=None, help=f"YAML, TOML or JSON file with {cls.__name__} fields")
+    add_dataclass_flags(parser, cls, skip)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="groundiff",
@@ -189,18 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", default=None, help="folder for the image PNG and features safetensors")
     capture.set_defaults(run=_cmd_capture)
 
-    from groundiff.config_io import add_dataclass_flags
     from groundiff.data.config import GenerateConfig
 
-    generate = commands.add_parser(
-        "generate",
-        help="generate a set of images, U-Net features and masks into shards (resumable)",
-        description="Every config field is also a flag; flags override the config file.",
+    generate = _config_command(
+        commands, "generate", GenerateConfig, "generate a set of images, U-Net features and masks into shards"
     )
-    generate.add_argument("--config", default=None, help="YAML, TOML or JSON file with GenerateConfig fields")
     generate.add_argument("--worker", type=int, default=None, help="this process's rank (default: RANK or Slurm)")
     generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
-    add_dataclass_flags(generate, GenerateConfig)
     generate.set_defaults(run=_cmd_generate)
 
     label = commands.add_parser("label", help="relabel a generated set with another labeler, into a new set")
@@ -216,14 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from groundiff.train_config import TrainConfig
 
-    train = commands.add_parser(
-        "train",
-        help="train the grounding model on a generated set (best checkpoint by validation mIoU)",
-        description="Every TrainConfig field is also a flag (model sizes only in the config file).",
+    train = _config_command(
+        commands, "train", TrainConfig, "train the grounding model (best checkpoint by validation mIoU)", ("model",)
     )
-    train.add_argument("--config", default=None, help="YAML, TOML or JSON file with TrainConfig fields")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    add_dataclass_flags(train, TrainConfig, skip=("model",))
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="mIoU of a trained checkpoint on test sets, with pictures")

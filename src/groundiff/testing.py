@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextModel
 
 from groundiff.labeling.base import LabelResult
-from groundiff.tokenizer import load_clip_tokenizer
+from groundiff.tokenizer import clip_text_config, load_clip_tokenizer
 
 DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
@@ -112,20 +112,7 @@ def tiny_components(architecture: str = "sd1", seed: int = 0) -> dict[str, Any]:
         sample_size=arch.image_size,
     )
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=arch.text_width,
-            intermediate_size=2 * arch.text_width,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=49408,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-            projection_dim=arch.text_width,
-        )
-    )
+    text_encoder = CLIPTextModel(clip_text_config(arch.text_width, layers=2, ffn_factor=2))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
