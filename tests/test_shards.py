@@ -12,7 +12,7 @@ import torch
 from conftest import config, generate
 from groundiff.cli import main
 from groundiff.data import SampleRecord, iter_records
-from groundiff.data.shards import ShardWriter
+from groundiff.data.shards import BackgroundWriter, ShardWriter
 
 
 def record(index: int) -> SampleRecord:
@@ -70,3 +70,22 @@ def test_config_file_with_flags_on_top(tmp_path, capsys):
     path.write_text("outt: somewhere\n")
     assert main(["generate", "--config", str(path)]) == 2
     assert "unknown fields outt" in capsys.readouterr().err
+
+
+def test_background_writer_keeps_order_and_reraises_errors(tmp_path, monkeypatch):
+    (tmp_path / "ok").mkdir()
+    with ShardWriter(tmp_path / "ok", "train", 3) as writer, BackgroundWriter(writer) as background:
+        for index in range(5):
+            background.write(record(index))
+    assert [r.index for r in iter_records(tmp_path / "ok")] == [0, 1, 2, 3, 4]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", disk_full)
+    (tmp_path / "full").mkdir()
+    writer = ShardWriter(tmp_path / "full", "train", 3)
+    with pytest.raises(OSError, match="No space left"), writer, BackgroundWriter(writer) as background:
+        for index in range(5):
+            background.write(record(index))
+    assert not list((tmp_path / "full").iterdir())

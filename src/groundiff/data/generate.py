@@ -22,7 +22,7 @@ from groundiff.data.config import CONFIG_FILE, GenerateConfig
 from groundiff.data.manifest import collect_done, write_manifest
 from groundiff.data.records import SampleRecord
 from groundiff.data.sampling import ClassPools, attempt_seed, class_pools, draw_classes
-from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, write_json_atomic
+from groundiff.data.shards import TEMP_SUFFIX, BackgroundWriter, ShardWriter, write_json_atomic
 from groundiff.data.vocabulary import load_split
 from groundiff.dtypes import parse_dtype
 from groundiff.labeling.base import Labeler, LabelResult
@@ -131,12 +131,12 @@ class _SetGenerator:
         config = self.config
         queue = [_Pending(i) for i in todo]
         bar = tqdm(total=len(todo), desc=f"{config.set} {writer.prefix}", unit="sample", disable=not config.progress)
-        with writer, bar:
+        with writer, BackgroundWriter(writer) as background, bar:
             while queue:
                 batch, queue = queue[: config.batch_size], queue[config.batch_size :]
                 records, retry = self.attempt(batch)
                 for record in records:
-                    writer.write(record)
+                    background.write(record)
                     report.generated += 1
                     bar.update(1)
                 report.discarded += len(retry)

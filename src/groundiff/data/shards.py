@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +177,43 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     temp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(temp, path)
+
+
+class BackgroundWriter:
+    """Runs `ShardWriter.write` (PNG and safetensors encoding, disk) on a thread, so the generator's
+    next batch overlaps with it; a bounded queue keeps memory flat. Errors surface on the next call.
+
+    Use as a context manager inside the `ShardWriter`'s: exit waits for every queued record.
+    """
+
+    def __init__(self, writer: ShardWriter, depth: int = 4) -> None:
+        self.writer = writer
+        self._queue: queue.Queue[SampleRecord | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="groundiff-shard-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (record := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.writer.write(record)
+                except BaseException as error:  # re-raised in the generating thread
+                    self._error = error
+
+    def write(self, record: SampleRecord) -> None:
+        self._raise_pending()
+        self._queue.put(record)
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc[0] is None:
+            self._raise_pending()
