@@ -15,6 +15,7 @@ from groundiff.capture import (
     default_block_names,
     generate_with_features,
 )
+from groundiff.capture.attention import capture_cross_attention, class_heat_maps
 from groundiff.capture.hooks import hook_counts
 from groundiff.capture.replay import stored_maps
 from groundiff.capture.sizes import feature_shapes
@@ -176,3 +177,17 @@ def test_maps_replayed_from_stored_unet_inputs_match_the_captured_ones(sd1_pipe,
         torch.testing.assert_close(tensor, captured[name], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="pass the U-Net"):
         stored_maps(flat, features.timesteps)
+
+
+def test_cross_attention_recording_leaves_images_and_processors_unchanged(tiny_pipe, tokenizer):
+    processors = dict(tiny_pipe.unet.attn_processors)
+    plain = generate_with_features(tiny_pipe, PROMPTS, [0, 1], settings=TWO_STEPS)
+    recorded = generate_with_features(tiny_pipe, PROMPTS, [0, 1], settings=TWO_STEPS, attention=True)
+    assert np.array_equal(plain.images, recorded.images)
+    assert recorded.attention.shape == (2, 77, 16, 16) and plain.attention is None
+    assert tiny_pipe.unet.attn_processors == processors
+    heat = class_heat_maps(recorded.attention[1], tokenizer, PROMPTS[1], ["pottedplant", "tvmonitor"])
+    assert heat.shape == (2, 16, 16) and torch.allclose(heat.flatten(1).amax(1), torch.ones(2))
+    with pytest.raises(RuntimeError, match="boom"), capture_cross_attention(tiny_pipe):
+        raise RuntimeError("boom")
+    assert tiny_pipe.unet.attn_processors == processors

@@ -15,7 +15,8 @@ import torch
 from conftest import config, generate
 from groundiff import train as train_module
 from groundiff.cli import main
-from groundiff.evaluate import evaluate_checkpoint, evaluate_dataset
+from groundiff.data import GroundingDataset
+from groundiff.evaluate import evaluate_attention, evaluate_checkpoint, evaluate_dataset
 from groundiff.ground import objects_from_prompt
 from groundiff.train import load_grounding_model, resume, train
 from groundiff.train_config import TrainConfig
@@ -177,3 +178,17 @@ def test_evaluation_refuses_mismatched_layouts_and_non_test_sets(sets, sd1_pipe,
     with pytest.raises(ValueError, match="is a 'train' set; evaluate on test sets"):
         evaluate_checkpoint(tmp_path / "run" / "best", [sets["train"]], tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_cross_attention_reference_is_scored_beside_the_model(sets, sd1_pipe, tmp_path):
+    train(run_config(sets, tmp_path / "run", epochs=1))
+    with_maps = tmp_path / "test-unseen"
+    generate(config(with_maps, set="test-unseen", num_samples=3, attention_maps=True), sd1_pipe)
+    record = next(iter(GroundingDataset([with_maps])))
+    assert record.attention.shape == (2, 16, 16) and record.attention.dtype == torch.float16
+    report = evaluate_checkpoint(tmp_path / "run" / "best", [with_maps], tmp_path / "out.json", attention_baseline=True)
+    baseline = report.results["test-unseen"]["attention_baseline"]
+    assert 0 <= baseline["miou"] <= 100 and baseline["samples"] == 3
+    assert "cross-attention reference" in report.markdown_path.read_text()
+    with pytest.raises(ValueError, match="no cross-attention maps"):
+        evaluate_attention(GroundingDataset([sets["test-unseen"]], features=False))

@@ -116,7 +116,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from groundiff.evaluate import evaluate_checkpoint, results_table
 
     report = evaluate_checkpoint(
-        Path(args.checkpoint), [Path(d) for d in args.data], Path(args.out), top_quality=args.top_quality
+        Path(args.checkpoint),
+        [Path(d) for d in args.data],
+        Path(args.out),
+        top_quality=args.top_quality,
+        attention_baseline=args.attention_baseline,
     )
     print(results_table(report.results), end="")
     for path in (report.json_path, report.markdown_path, *report.pictures):
@@ -238,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, nargs="+", help="test set folders")
     evaluate.add_argument("--out", required=True, help="results JSON; .md table and PNG pictures go beside it")
     evaluate.add_argument("--top-quality", type=float, default=None, help="keep this top fraction by IQA score")
+    evaluate.add_argument(
+        "--attention-baseline", action="store_true", help="also score the cross-attention reference (DAAM-style)"
+    )
     evaluate.set_defaults(run=_cmd_evaluate)
 
     grounded = commands.add_parser("ground", help="generate an image and a mask for every object of the prompt")

@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from groundiff.batching import ClassEmbedder, collate
+from groundiff.data.dataset import GroundingDataset
 from groundiff.data.records import SampleRecord
 from groundiff.metrics import IoUAccumulator
 
@@ -53,6 +55,30 @@ def evaluate_dataset(
     return summarize(accumulator)
 
 
+# DAAM's threshold on heat maps normalised to [0, 1].
+ATTENTION_THRESHOLD = 0.4
+
+
+def evaluate_attention(dataset: Dataset[SampleRecord], threshold: float = ATTENTION_THRESHOLD) -> dict[str, Any]:
+    """mIoU of the training-free reference: each class's stored cross-attention heat map > `threshold`.
+
+    Raises:
+        ValueError: the set was generated without attention maps.
+    """
+    accumulator = IoUAccumulator()
+    for position in range(len(dataset)):  # type: ignore[arg-type]
+        record = dataset[position]
+        if record.attention is None:
+            raise ValueError(
+                f"Sample {record.index} has no cross-attention maps; generate the test set with --attention-maps true."
+            )
+        size = record.image.shape[:2]
+        heat = F.interpolate(record.attention.float()[None], size=size, mode="bilinear", align_corners=False)[0]
+        target = torch.from_numpy(np.stack(record.masks))  # (N, H, W) bool
+        accumulator.update(heat > threshold, target, record.classes)
+    return summarize(accumulator)
+
+
 def summarize(accumulator: IoUAccumulator) -> dict[str, Any]:
     return {
         "miou": 100 * accumulator.category_miou(),
@@ -71,9 +97,18 @@ class EvaluationReport:
 
 
 def evaluate_checkpoint(
-    checkpoint: Path, data: list[Path], out: Path, *, top_quality: float | None = None, device: str = "cpu"
+    checkpoint: Path,
+    data: list[Path],
+    out: Path,
+    *,
+    top_quality: float | None = None,
+    attention_baseline: bool = False,
+    device: str = "cpu",
 ) -> EvaluationReport:
     """Evaluate a checkpoint on test sets; writes the JSON `out`, a markdown table and pictures beside it.
+
+    With `attention_baseline`, each set's entry also holds `attention_baseline`: the same metrics for
+    the training-free cross-attention reference (the sets need stored attention maps).
 
     Raises:
         ValueError: a set whose features do not match the checkpoint's layout, or from another model.
@@ -106,6 +141,9 @@ def evaluate_checkpoint(
                 f"generate the set with the same blocks, steps and layout as the training set."
             )
         results[kind] = evaluate_dataset(model, dataset, embedder)
+        if attention_baseline:
+            plain = GroundingDataset([folder], features=False, top_quality=top_quality)
+            results[kind]["attention_baseline"] = evaluate_attention(plain)
         examples[kind] = _examples(model, dataset, embedder, count=4)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write(out, json.dumps(results, indent=2, sort_keys=True))
@@ -129,9 +167,13 @@ def _examples(
 
 def results_table(results: dict[str, dict[str, Any]]) -> str:
     """Markdown: one row per set with category-wise mIoU, the per-image figure and sample count."""
-    lines = ["| set | mIoU (category-wise) | mIoU per image (reference) | samples |", "|---|---|---|---|"]
+    lines = [
+        "| set | mIoU (category-wise) | mIoU per image (reference) | cross-attention reference mIoU | samples |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in results.items():
-        lines.append(f"| {name} | {row['miou']:.2f} | {row['miou_per_image']:.2f} | {row['samples']} |")
+        baseline = f"{row['attention_baseline']['miou']:.2f}" if "attention_baseline" in row else "–"
+        lines.append(f"| {name} | {row['miou']:.2f} | {row['miou_per_image']:.2f} | {baseline} | {row['samples']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from groundiff.capture.attention import capture_cross_attention
 from groundiff.capture.config import CaptureConfig
 from groundiff.capture.features import CapturedFeatures
 from groundiff.capture.recorder import capture_features
@@ -46,12 +48,15 @@ class GenerationOutput:
         features: U-Net maps, (B, C, h, w) per block and step, on the pipeline's device.
         prompts: the B prompts.
         seeds: the B per-image seeds.
+        attention: with `attention=True`, (B, T, s, s) cross-attention heat per prompt token, summed
+            over layers and steps at the finest attention side s (see `capture.attention`).
     """
 
     images: np.ndarray
     features: CapturedFeatures
     prompts: list[str]
     seeds: list[int]
+    attention: torch.Tensor | None = None
 
 
 def per_image_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
@@ -66,6 +71,7 @@ def generate_with_features(
     *,
     settings: GenerationSettings | None = None,
     capture: CaptureConfig | None = None,
+    attention: bool = False,
 ) -> GenerationOutput:
     """Generate one image per prompt and capture its U-Net features.
 
@@ -75,6 +81,7 @@ def generate_with_features(
         seeds: B seeds; image i is the same whatever else is in the batch.
         settings: sampler settings (steps, guidance, size).
         capture: which blocks, steps and layout to keep.
+        attention: also sum the cross-attention maps (costs one extra query/key product per layer).
     Returns:
         `GenerationOutput` with uint8 images and the captured features.
     """
@@ -83,7 +90,8 @@ def generate_with_features(
         raise ValueError(f"Got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt.")
     generators = per_image_generators(seeds, "cpu")
     negative = [settings.negative_prompt] * len(prompts) if settings.negative_prompt else None
-    with capture_features(pipe, capture) as features:
+    recording = capture_cross_attention(pipe) if attention else nullcontext(None)
+    with capture_features(pipe, capture) as features, recording as sums:
         result = pipe(
             list(prompts),
             num_inference_steps=settings.num_inference_steps,
@@ -96,4 +104,5 @@ def generate_with_features(
             **settings.extra,
         )
     images = (np.clip(result.images, 0.0, 1.0) * 255).round().astype(np.uint8)  # (B, H, W, 3)
-    return GenerationOutput(images=images, features=features, prompts=list(prompts), seeds=[int(s) for s in seeds])
+    heat = sums.heat(max(sums.sums)) if sums is not None else None
+    return GenerationOutput(images, features, list(prompts), [int(s) for s in seeds], attention=heat)

@@ -25,7 +25,8 @@ class GenerateConfig:
 
     `auto` for labeler, scorer and vocabulary means the model's own: the mini world's for
     `--model miniworld`, else Mask R-CNN, no scorer and Pascal VOC Split-1. `feature_storage`
-    chooses between storing the captured maps and storing the U-Net inputs they are recomputed from.
+    chooses between storing the captured maps and storing the U-Net inputs they are recomputed from;
+    `attention_maps` also stores each class's cross-attention heat map (the training-free reference).
     """
 
     out: str = "data/train"
@@ -50,6 +51,7 @@ class GenerateConfig:
     feature_layout: str = "cond"
     feature_dtype: str = "float16"
     feature_storage: str = "maps"
+    attention_maps: bool = False
     batch_size: int = 1
     samples_per_shard: int = 100
     max_attempts: int = 20

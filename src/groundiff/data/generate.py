@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from groundiff.capture import GenerationSettings, generate_with_features
+from groundiff.capture.attention import class_heat_maps
 from groundiff.data.config import CONFIG_FILE, GenerateConfig
 from groundiff.data.manifest import collect_done, write_manifest
 from groundiff.data.records import SampleRecord
@@ -150,7 +151,9 @@ class _SetGenerator:
         seeds = [attempt_seed(config.seed, config.set, p.index, p.attempt) for p in batch]
         classes = [draw_classes(self.pools, config.objects_per_prompt, seed) for seed in seeds]
         prompts = [self.template.format(c)[0] for c in classes]
-        output = generate_with_features(self.pipe, prompts, seeds, settings=self.settings, capture=config.capture())
+        output = generate_with_features(
+            self.pipe, prompts, seeds, settings=self.settings, capture=config.capture(), attention=config.attention_maps
+        )
         labels = self.labeler.label(output.images, classes) if self.labeler else [LabelResult()] * len(batch)
         missing = [label.missing(names) if self.labeler else [] for label, names in zip(labels, classes, strict=True)]
         kept = [j for j in range(len(batch)) if not missing[j]]
@@ -183,7 +186,10 @@ class _SetGenerator:
             stored = features.flat(
                 j, maps=config.feature_storage != "unet-input", inputs=config.feature_storage != "maps"
             )
-            records.append(SampleRecord(pending.index, output.images[j], stored, masks, meta))
+            heat = None
+            if output.attention is not None:
+                heat = class_heat_maps(output.attention[j], self.pipe.tokenizer, prompts[j], list(classes[j])).half()
+            records.append(SampleRecord(pending.index, output.images[j], stored, masks, meta, heat))
         return records, retry
 
     def discard(self, pending: _Pending, classes: list[str], missing: list[str]) -> None:

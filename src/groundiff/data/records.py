@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 FEATURES_EXT = "features.safetensors"
+ATTENTION_EXT = "attention.safetensors"
 
 
 @dataclass
@@ -32,6 +33,7 @@ class SampleRecord:
         features: flat name `step{S}.{block}` → (C, h, w) tensor (float16 by default).
         masks: one (H, W) bool mask per entry of `meta["classes"]`, same order; empty before labeling.
         meta: JSON-serialisable metadata; always has `prompt` and `classes`.
+        attention: optional (N, s, s) cross-attention heat per class in [0, 1] (the training-free reference).
     """
 
     index: int
@@ -39,6 +41,7 @@ class SampleRecord:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: list[np.ndarray] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    attention: torch.Tensor | None = None
 
     @property
     def key(self) -> str:
@@ -72,6 +75,8 @@ def encode_record(record: SampleRecord) -> dict[str, bytes]:
     files = {"png": encode_png(record.image), "json": json.dumps(record.meta, sort_keys=True).encode()}
     if record.features:
         files[FEATURES_EXT] = save_safetensors({k: v.contiguous() for k, v in record.features.items()})
+    if record.attention is not None:
+        files[ATTENTION_EXT] = save_safetensors({"heat": record.attention.contiguous()})
     for position, mask in enumerate(record.masks):
         files[f"mask{position}.png"] = encode_png(mask.astype(bool))
     return files
@@ -85,4 +90,5 @@ def decode_record(index: int, files: dict[str, bytes], *, features: bool = True)
     ]
     tensors = load_safetensors(files[FEATURES_EXT]) if features and FEATURES_EXT in files else {}
     tensors = dict(sorted(tensors.items()))  # safetensors' load order varies between calls
-    return SampleRecord(index=index, image=decode_png(files["png"]), features=tensors, masks=masks, meta=meta)
+    attention = load_safetensors(files[ATTENTION_EXT])["heat"] if ATTENTION_EXT in files else None
+    return SampleRecord(index, decode_png(files["png"]), tensors, masks, meta, attention)
