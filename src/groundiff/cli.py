@@ -167,6 +167,17 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from groundiff.config_io import build_config
+    from groundiff.demo import DemoConfig, run_demo
+
+    config = build_config(DemoConfig, args.config, args)
+    report = run_demo(config)
+    print((Path(config.out) / "summary.md").read_text())
+    print(f"report: {Path(config.out) / 'report.json'} ({report['seconds']:.0f} s)")
+    return 0
+
+
 def _config_command(
     commands: argparse._SubParsersAction, name: str, cls: type, help_text: str, skip: tuple[str, ...] = ()
 ) -> argparse.ArgumentParser:
@@ -257,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     grounded.add_argument("--device", default=None)
     grounded.add_argument("--out", default="grounded", help="folder for image, masks and overlay")
     grounded.set_defaults(run=_cmd_ground)
+
+    from groundiff.demo import DemoConfig
+
+    demo = _config_command(commands, "demo", DemoConfig, "run the whole method on the shipped mini world")
+    demo.set_defaults(run=_cmd_demo)
 
     experiment = commands.add_parser(
         "experiment", help="run one of the paper's experiments by name ('list' lists them)"
