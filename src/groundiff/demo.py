@@ -108,7 +108,8 @@ def run_demo(
         from groundiff.labeling.registry import load_labeler
         from groundiff.miniworld.evaluate import measure_labeler
 
-        labeler_miou = measure_labeler(labeler or load_labeler("miniworld"), count=200)["miou"]
+        chosen: Any = labeler or load_labeler("miniworld")
+        labeler_miou = measure_labeler(chosen, count=200)["miou"]
     report = {
         "miou": {k: round(v["miou"], 2) for k, v in evaluation.results.items()},
         "miou_per_image": {k: round(v["miou_per_image"], 2) for k, v in evaluation.results.items()},
