@@ -15,13 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundiff.data import GenerateConfig, generate_set
-from groundiff.data.manifest import MANIFEST_FILE
-from groundiff.data.shards import write_json_atomic
-from groundiff.evaluate import evaluate_checkpoint, results_table
-from groundiff.train import resume, train
-from groundiff.train_config import TrainConfig
-
 log = logging.getLogger(__name__)
 
 TEST_SETS = ("test-seen", "test-mixed", "test-unseen")
@@ -58,6 +51,15 @@ def run_demo(
 
     `pipe`, `labeler`, `scorer` and `labeler_miou` replace the mini world's own (tests use tiny ones).
     """
+    # Imported here so that the CLI can read DemoConfig without loading torch-heavy modules.
+    from groundiff.data.config import GenerateConfig
+    from groundiff.data.generate import generate_set
+    from groundiff.data.manifest import MANIFEST_FILE
+    from groundiff.data.shards import write_json_atomic
+    from groundiff.evaluate import evaluate_checkpoint
+    from groundiff.train import resume, train
+    from groundiff.train_config import TrainConfig
+
     start = time.perf_counter()
     out = Path(config.out)
     own = config.model == "miniworld"
@@ -128,6 +130,8 @@ def run_demo(
 
 
 def _summary(report: dict[str, Any], results: dict[str, Any], pictures: list[str]) -> str:
+    from groundiff.evaluate import results_table
+
     lines = [
         "# groundiff demo",
         "",

@@ -1,26 +1,34 @@
-"""Synthetic grounding datasets: vocabularies and splits, sample records, shards, generation."""
+"""Synthetic grounding datasets: vocabularies and splits, sample records, shards, generation.
 
-from groundiff.data.annotate import label_set, read_scores, score_set
-from groundiff.data.config import GenerateConfig
-from groundiff.data.dataset import GroundingDataset
-from groundiff.data.generate import GenerateReport, generate_set
-from groundiff.data.records import SampleRecord
-from groundiff.data.shards import ShardError, iter_records
-from groundiff.data.vocabulary import SET_KINDS, VOC_SPLIT1, ClassSplit, load_split
+Names are imported on first use, so that `groundiff --help` and config parsing stay fast.
+"""
 
-__all__ = [
-    "SET_KINDS",
-    "VOC_SPLIT1",
-    "ClassSplit",
-    "GenerateConfig",
-    "GenerateReport",
-    "GroundingDataset",
-    "SampleRecord",
-    "ShardError",
-    "generate_set",
-    "iter_records",
-    "label_set",
-    "read_scores",
-    "score_set",
-    "load_split",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SET_KINDS": "vocabulary",
+    "VOC_SPLIT1": "vocabulary",
+    "ClassSplit": "vocabulary",
+    "load_split": "vocabulary",
+    "GenerateConfig": "config",
+    "GenerateReport": "generate",
+    "generate_set": "generate",
+    "GroundingDataset": "dataset",
+    "SampleRecord": "records",
+    "ShardError": "shards",
+    "iter_records": "shards",
+    "label_set": "annotate",
+    "read_scores": "annotate",
+    "score_set": "annotate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'groundiff.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"groundiff.data.{_EXPORTS[name]}"), name)
