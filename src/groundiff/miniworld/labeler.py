@@ -45,7 +45,7 @@ class MiniWorldLabeler:
 
     @torch.no_grad()
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, H, W, 3) uint8 → label maps (N, H, W) int64 (0 background, 1 + class index), probabilities (N, 21, H, W)."""
+        """(N, H, W, 3) uint8 → labels (N, H, W) int64 (0 background, 1 + class index), probs (N, 21, H, W)."""
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(
                 f"Expected images of shape (N, H, W, 3) and dtype uint8, got {images.shape} {images.dtype}."
