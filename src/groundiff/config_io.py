@@ -34,6 +34,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def option(default: Any, help_text: str) -> Any:
+    """A dataclass field with the help text its command-line flag shows."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
 def _flag_type(annotation: Any) -> tuple[Any, bool]:
     """(parser of one CLI string, is_sequence) for a field annotation such as `int | None`."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -52,12 +57,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[
         if field.name in skip:
             continue
         parse, is_sequence = _flag_type(hints[field.name])
+        flag, help_text = f"--{field.name.replace('_', '-')}", field.metadata.get("help", "")
         if parse is bool:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", type=_parse_bool, default=None, metavar="BOOL")
+            parser.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
             continue
         kind = (lambda text, p=parse: tuple(p(x) for x in text.split(","))) if is_sequence else parse
-        help_text = field.metadata.get("help", "")
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=help_text)
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def _parse_bool(text: str) -> bool:

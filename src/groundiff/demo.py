@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from groundiff.config_io import option
+
 log = logging.getLogger(__name__)
 
 TEST_SETS = ("test-seen", "test-mixed", "test-unseen")
@@ -26,15 +28,15 @@ DEMO_SET_SIZES = {"train": 320, "val": 48, "test-seen": 48, "test-mixed": 48, "t
 class DemoConfig:
     """A demo run. `size` multiplies every set size; `model` is any built-in or local pipeline."""
 
-    out: str = "demo"
-    size: float = 1.0
-    model: str = "miniworld"
-    steps: int = 20
-    guidance_scale: float = 4.0
-    epochs: int = 10
-    batch_size: int = 4
-    seed: int = 0
-    progress: bool = True
+    out: str = option("demo", "report folder (data/, run/, summary.md, report.json)")
+    size: float = option(1.0, "multiplies every set size (1: about 10 minutes on 2 CPU cores)")
+    model: str = option("miniworld", "the diffusion model; the mini world brings its labeler and scorer")
+    steps: int = option(20, "denoising steps")
+    guidance_scale: float = option(4.0, "classifier-free guidance scale")
+    epochs: int = option(10, "grounding-model training epochs")
+    batch_size: int = option(4, "training batch size")
+    seed: int = option(0, "seed of the sets and the training")
+    progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
         if self.size <= 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from groundiff.config_io import option
 from groundiff.losses import LOSSES
 
 
@@ -22,24 +23,24 @@ class TrainConfig:
         max_train_samples: use only the first samples of the training set (set-size experiments).
     """
 
-    train: str = "data/train"
-    val: str = "data/val"
-    out: str = "runs/grounding"
-    epochs: int = 10
-    batch_size: int = 1
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    loss: str = "bce+logcosh-dice"
-    template: str = "x_and_y"
-    end_of_text: bool = False
-    dropout: float = 0.1
+    train: str = option("data/train", "training set folder")
+    val: str = option("data/val", "validation set folder (the best epoch is chosen on it)")
+    out: str = option("runs/grounding", "run folder: best/, last/, history.csv, curves.png")
+    epochs: int = option(10, "training epochs")
+    batch_size: int = option(1, "images per step")
+    lr: float = option(1e-4, "Adam learning rate (constant)")
+    beta1: float = option(0.9, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    loss: str = option("bce+logcosh-dice", "bce, dice, dice+bce or bce+logcosh-dice")
+    template: str = option("x_and_y", "grounding prompt: x_and_y, photo_x_and_y, photo_x, x or text with {x}")
+    end_of_text: bool = option(False, "use each prompt's end-of-text vector (Li et al. baseline, with photo_x)")
+    dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
-    max_train_samples: int | None = None
-    seed: int = 0
-    device: str | None = None
-    num_workers: int = 0
-    progress: bool = True
+    max_train_samples: int | None = option(None, "use only the first N training samples")
+    seed: int = option(0, "seed of initialisation, shuffling and dropout")
+    device: str | None = option(None, "cpu, cuda, ... (default: cuda when available)")
+    num_workers: int = option(0, "DataLoader worker processes")
+    progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:

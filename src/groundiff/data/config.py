@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundiff.capture.config import CaptureConfig, Layout
+from groundiff.config_io import option
 from groundiff.data.vocabulary import DEFAULT_SET_SIZES, SET_KINDS
 from groundiff.dtypes import parse_dtype
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
@@ -29,33 +30,33 @@ class GenerateConfig:
     `attention_maps` also stores each class's cross-attention heat map (the training-free reference).
     """
 
-    out: str = "data/train"
-    set: str = "train"
-    model: str = "miniworld"
-    labeler: str = "auto"
-    scorer: str = "auto"
-    vocabulary: str = "auto"
-    classes: tuple[str, ...] | None = None
-    num_samples: int | None = None
-    objects_per_prompt: int = 2
-    template: str = PROMPT_TEMPLATES["generation"]
-    seed: int = 0
-    steps: int = 50
-    guidance_scale: float = 7.5
-    height: int | None = None
-    width: int | None = None
-    dtype: str = "float32"
-    device: str | None = None
-    feature_blocks: tuple[str, ...] | None = None
-    feature_steps: tuple[int, ...] = (-1,)
-    feature_layout: str = "cond"
-    feature_dtype: str = "float16"
-    feature_storage: str = "maps"
-    attention_maps: bool = False
-    batch_size: int = 1
-    samples_per_shard: int = 100
-    max_attempts: int = 20
-    progress: bool = True
+    out: str = option("data/train", "the set's folder (shards, config.json, manifest.json)")
+    set: str = option("train", "train, val, test-seen, test-mixed or test-unseen")
+    model: str = option("miniworld", "built-in name, hub id, diffusers folder or .safetensors/.ckpt file")
+    labeler: str = option("auto", "maskrcnn, maskrcnn-v1, miniworld or none (auto: the model's own)")
+    scorer: str = option("auto", "CLIP hub id or folder, miniworld, clipiqa+ or none (auto: the model's own)")
+    vocabulary: str = option("auto", "voc-split1, miniworld or a YAML/TOML/JSON file with seen/unseen lists")
+    classes: tuple[str, ...] | None = option(None, "comma-separated classes this set draws from (default: all)")
+    num_samples: int | None = option(None, "kept samples (default: 10000 for train, 1000 otherwise)")
+    objects_per_prompt: int = option(2, "distinct classes per prompt")
+    template: str = option(PROMPT_TEMPLATES["generation"], "generation prompt with {x} and {y}")
+    seed: int = option(0, "set seed; sample i depends only on (seed, set, i, attempt)")
+    steps: int = option(50, "denoising steps")
+    guidance_scale: float = option(7.5, "classifier-free guidance scale")
+    height: int | None = option(None, "image height (default: the model's)")
+    width: int | None = option(None, "image width (default: the model's)")
+    dtype: str = option("float32", "pipeline dtype: float32, float16 or bfloat16")
+    device: str | None = option(None, "cpu, cuda, ... (default: cuda when available)")
+    feature_blocks: tuple[str, ...] | None = option(None, "comma-separated U-Net blocks (default: all 9)")
+    feature_steps: tuple[int, ...] = option((-1,), "comma-separated denoising step indices; -1 is the last")
+    feature_layout: str = option("cond", "cond or uncond+cond")
+    feature_dtype: str = option("float16", "dtype of stored maps")
+    feature_storage: str = option("maps", "maps, unet-input (recomputed by one U-Net forward) or both")
+    attention_maps: bool = option(False, "also store per-class cross-attention heat maps")
+    batch_size: int = option(1, "images per pipeline call")
+    samples_per_shard: int = option(100, "samples per tar shard")
+    max_attempts: int = option(20, "attempts per sample before the labeler is declared hopeless")
+    progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
         if self.set not in SET_KINDS:
