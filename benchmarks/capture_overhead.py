@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from groundiff import testing
+from groundiff import architectures, testing
 from groundiff.capture import CaptureConfig, capture_features
 from groundiff.capture.sizes import bytes_per_image, feature_shapes
 from groundiff.environment import environment_report
@@ -57,13 +57,13 @@ def capture_overhead(architecture: str, steps: int, repeats: int) -> dict[str, f
 
 def storage_rows() -> list[dict[str, object]]:
     """fp16 bytes per sample of one captured step for each architecture and layout."""
-    architectures = {
+    layouts = {
         "tiny-sd1 (32², 16² latents)": (dict(testing.tiny_pipeline("sd1").unet.config), 16),
-        "SD 1.5 (512², 64² latents)": (testing.sd15_unet_config(), 64),
-        "SD 2 (768², 96² latents)": (testing.sd2_unet_config(), 96),
+        "SD 1.5 (512², 64² latents)": (architectures.sd15_unet_config(), 64),
+        "SD 2 (768², 96² latents)": (architectures.sd2_unet_config(), 96),
     }
     rows = []
-    for name, (config, latent_size) in architectures.items():
+    for name, (config, latent_size) in layouts.items():
         for layout in ("cond", "uncond+cond"):
             shapes = feature_shapes(config, latent_size, CaptureConfig(layout=layout))
             rows.append(

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from groundiff import testing
+from groundiff import architectures, testing
 from groundiff.capture import CaptureConfig
 from groundiff.capture.sizes import bytes_per_image, feature_shapes
 from groundiff.data import GenerateConfig, generate_set
@@ -106,8 +106,8 @@ def storage_layouts() -> list[dict[str, Any]]:
     """MB per sample of the captured U-Net data for each layout (image and masks excluded)."""
     rows = []
     for name, config, latent, text_width in (
-        ("SD 1.5 (512²)", testing.sd15_unet_config(), 64, 768),
-        ("SD 2 (768²)", testing.sd2_unet_config(), 96, 1024),
+        ("SD 1.5 (512²)", architectures.sd15_unet_config(), 64, 768),
+        ("SD 2 (768²)", architectures.sd2_unet_config(), 96, 1024),
     ):
         cond = feature_shapes(config, latent)
         both = feature_shapes(config, latent, CaptureConfig(layout="uncond+cond"))

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
 from transformers import CLIPTextModel
 
+from groundiff.architectures import clip_text_config, sd15_unet_config, sd_ddim_scheduler
 from groundiff.capture import capture_features
 from groundiff.dtypes import parse_dtype
 from groundiff.environment import environment_report
-from groundiff.testing import sd15_unet_config
-from groundiff.tokenizer import clip_text_config, load_clip_tokenizer
+from groundiff.tokenizer import load_clip_tokenizer
 
 PROMPT = "a photograph of a dog and a sofa"
 
@@ -48,9 +48,7 @@ def full_size_pipeline(device: str, dtype: torch.dtype) -> StableDiffusionPipeli
             sample_size=512,
         )
         text_encoder = CLIPTextModel(clip_text_config(768, layers=12, heads=12))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
-    )
+    scheduler = sd_ddim_scheduler()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

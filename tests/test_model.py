@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from groundiff import testing
+from groundiff import architectures, testing
 from groundiff.capture.sizes import feature_shapes
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model, group_names_by_resolution
 
@@ -22,7 +22,7 @@ def step_layout(unet_config: dict, latent_size: int, step: int) -> dict[str, tup
 
 # The tiny test pipeline at 32² images (16² latents) and SD 1.5 at 512² (64² latents), built on `meta`.
 TINY_SHAPES = step_layout(dict(testing.tiny_components("sd1")["unet"].config), 16, step=1)
-SD15_SHAPES = step_layout(testing.sd15_unet_config(), 64, step=49)
+SD15_SHAPES = step_layout(architectures.sd15_unet_config(), 64, step=49)
 TINY_CONFIG = GroundingModelConfig(
     level_channels=(2, 2, 4, 4), width=16, heads=2, decoder_layers=2, ffn_width=32, mlp_layers=3
 )

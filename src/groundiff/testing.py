@@ -8,7 +8,8 @@ tokenization in tests is the real thing. Two architectures mirror the two Stable
 - `sd2`: SD 2.x layout (linear projections in attention, per-block head dims, a different text
   width, v-prediction scheduler).
 
-`sd15_unet_config()` is the full-size SD 1.5 U-Net, for shape and throughput checks with random weights.
+`sd15_unet_config()` and `sd2_unet_config()` (from `groundiff.architectures`) are the full-size U-Nets,
+for shape and throughput checks with random weights.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
+from groundiff.architectures import (
+    DOWN_BLOCKS,
+    UP_BLOCKS,
+    clip_text_config,
+    sd_ddim_scheduler,
+)
 from groundiff.labeling.base import LabelResult
-from groundiff.tokenizer import clip_text_config, load_clip_tokenizer
-
-DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
-UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+from groundiff.tokenizer import load_clip_tokenizer
 
 
 @dataclass(frozen=True)
@@ -55,30 +59,6 @@ TINY_ARCHITECTURES = {
     "sd1": TinyArchitecture(32, (8, 16, 32, 32), 4, False, "epsilon"),
     "sd2": TinyArchitecture(48, (8, 16, 32, 32), (2, 4, 8, 8), True, "v_prediction"),
 }
-
-
-def sd15_unet_config() -> dict[str, Any]:
-    """Config of the full-size SD 1.5 U-Net (860 M parameters), the diffusers defaults."""
-    return {
-        "sample_size": 64,
-        "cross_attention_dim": 768,
-        "block_out_channels": (320, 640, 1280, 1280),
-        "down_block_types": DOWN_BLOCKS,
-        "up_block_types": UP_BLOCKS,
-        "attention_head_dim": 8,
-        "layers_per_block": 2,
-    }
-
-
-def sd2_unet_config() -> dict[str, Any]:
-    """Config of the full-size SD 2.x U-Net (865 M parameters, 768² images, 96² latents)."""
-    return {
-        **sd15_unet_config(),
-        "sample_size": 96,
-        "cross_attention_dim": 1024,
-        "attention_head_dim": (5, 10, 20, 20),
-        "use_linear_projection": True,
-    }
 
 
 def tiny_components(architecture: str = "sd1", seed: int = 0) -> dict[str, Any]:
@@ -113,15 +93,7 @@ def tiny_components(architecture: str = "sd1", seed: int = 0) -> dict[str, Any]:
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(clip_text_config(arch.text_width, layers=2, ffn_factor=2))
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=arch.prediction_type,
-    )
+    scheduler = sd_ddim_scheduler(arch.prediction_type)
     return {
         "unet": unet.eval(),
         "vae": vae.eval(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from transformers import CLIPTextConfig, CLIPTokenizer
+from transformers import CLIPTokenizer
 
 CLIP_TOKENIZER_DIR = Path(__file__).parent / "assets" / "clip_tokenizer"
 CLIP_MAX_LENGTH = 77
@@ -25,20 +25,3 @@ def _load(folder: str) -> CLIPTokenizer:
 def load_clip_tokenizer() -> CLIPTokenizer:
     """The CLIP tokenizer of Stable Diffusion 1.x, offline; `dog` → 1929, `pottedplant` → pot|ted|plant."""
     return _load(str(CLIP_TOKENIZER_DIR))
-
-
-def clip_text_config(width: int, layers: int, heads: int = 4, ffn_factor: int = 4) -> CLIPTextConfig:
-    """A CLIP text-tower config sized `width` × `layers` over the real vocabulary and its special tokens."""
-    tokenizer = load_clip_tokenizer()
-    return CLIPTextConfig(
-        hidden_size=width,
-        intermediate_size=ffn_factor * width,
-        num_attention_heads=heads,
-        num_hidden_layers=layers,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=CLIP_MAX_LENGTH,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        projection_dim=width,
-    )

@@ -22,7 +22,7 @@ def feature_shapes(
     """Per-image shape (C, H, W) of every captured block for one U-Net step at `latent_size`².
 
     Args:
-        unet_config: keyword arguments of `UNet2DConditionModel` (e.g. `testing.sd15_unet_config()`).
+        unet_config: keyword arguments of `UNet2DConditionModel` (e.g. `architectures.sd15_unet_config()`).
         latent_size: latent side (image side / VAE factor; 64 for SD 1.5 at 512²).
         capture: which blocks and which layout; steps are ignored (one step is run).
         guidance: whether the pipeline runs classifier-free guidance (needed by `uncond+cond`).
