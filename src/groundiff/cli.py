@@ -299,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, OSError) as error:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
+        if args.verbose:
+            raise  # the full traceback, for bug reports
         print(f"groundiff {args.command}: error: {error}", file=sys.stderr)
         return 2
 
