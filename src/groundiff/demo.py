@@ -76,8 +76,9 @@ def run_demo(
             out=str(out / "data" / kind),
             set=kind,
             model=config.model,
-            labeler="miniworld" if own else "custom",
-            scorer="miniworld" if own else "custom",
+            # "auto" is the model's own (the mini world's); objects passed in are recorded as "custom".
+            labeler="custom" if labeler is not None else "auto",
+            scorer="custom" if scorer is not None else "auto",
             num_samples=config.set_size(kind),
             steps=config.steps,
             guidance_scale=config.guidance_scale,
