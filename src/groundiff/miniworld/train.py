@@ -257,7 +257,7 @@ def train_clip(config: TrainConfig) -> None:
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
         rng = np.random.default_rng([config.seed, step, 1])
-        n_iqa = 32
+        n_iqa = min(32, len(idx)) // 2 * 2  # half clean, half degraded
         bad = np.stack([degrade(img, rng) for img in data.images[idx[: n_iqa // 2]]])
         images = images_to_tensor(np.concatenate([data.images[idx], bad]))  # (B + 16, 3, H, W)
         image_emb = nn.functional.normalize(_image_features(clip, images), dim=-1)
