@@ -12,6 +12,7 @@ import torch
 from groundiff import architectures, testing
 from groundiff.capture.sizes import feature_shapes
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model, group_names_by_resolution
+from groundiff.model.builder import default_level_channels
 
 
 def step_layout(unet_config: dict, latent_size: int, step: int) -> dict[str, tuple[int, int, int]]:
@@ -181,3 +182,12 @@ def test_level_order_does_not_depend_on_the_order_of_the_layout_dict() -> None:
     backward = build_grounding_model(GroundingModelConfig(mask_size=32), dict(reversed(list(shapes.items()))), 32)
     assert forward.levels == backward.levels
     assert forward.levels[0] == sorted(forward.levels[0])
+
+
+def test_default_level_channels_follow_the_layouts_level_count() -> None:
+    def layout(*sides: int) -> dict[str, tuple[int, int, int]]:
+        return {f"m{side}": (4, side, side) for side in sides}
+
+    assert default_level_channels(layout(2, 4, 8, 16)) == (16, 32, 64, 128)
+    assert default_level_channels(layout(4, 8, 16)) == (32, 64, 128)  # the mini world's U-Net
+    assert default_level_channels(layout(2, 4, 8, 16, 32, 64)) == (4, 8, 16, 32, 64, 128)

@@ -192,3 +192,15 @@ def test_cross_attention_reference_is_scored_beside_the_model(sets, sd1_pipe, tm
     assert "cross-attention reference" in report.markdown_path.read_text()
     with pytest.raises(ValueError, match="no cross-attention maps"):
         evaluate_attention(GroundingDataset([sets["test-unseen"]], features=False))
+
+
+def test_a_layout_with_fewer_levels_trains_with_default_sizes(sd1_pipe, tmp_path):
+    # Regression: the mini world's U-Net has 3 resolution levels; the default model assumed SD's 4.
+    folders = {}
+    for kind, size in (("train", 6), ("val", 4)):
+        folders[kind] = tmp_path / kind
+        generate(config(folders[kind], set=kind, num_samples=size, feature_blocks=("up1", "up2", "up3")), sd1_pipe)
+    small = {"width": 32, "heads": 2, "decoder_layers": 1, "ffn_width": 64}
+    report = train(run_config(folders, tmp_path / "run", epochs=1, model=small))
+    _, meta = load_grounding_model(tmp_path / "run" / "best")
+    assert meta["model_config"]["level_channels"] == [64, 128] and report.history

@@ -33,6 +33,7 @@ from groundiff.data.records import SampleRecord
 from groundiff.evaluate import evaluate_dataset
 from groundiff.losses import grounding_loss
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
+from groundiff.model.builder import default_level_channels
 from groundiff.pipelines import load_pipeline, load_text_components
 from groundiff.train_config import TrainConfig
 
@@ -146,7 +147,9 @@ class _Trainer:
             k: (int(v.shape[0]), int(v.shape[1]), int(v.shape[2])) for k, v in sorted(first.features.items())
         }
         self.image_size = int(first.image.shape[0])
-        model_fields = {"mask_size": self.image_size, **config.model, "dropout": config.dropout}
+        # The reference's level widths fit SD's four resolutions; other U-Nets get as many as they have.
+        levels = {"level_channels": default_level_channels(self.feature_shapes)}
+        model_fields = {"mask_size": self.image_size, **levels, **config.model, "dropout": config.dropout}
         self.model_config = GroundingModelConfig.from_dict(model_fields)
         seed_everything(config.seed)
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)

@@ -32,6 +32,15 @@ def group_names_by_resolution(feature_shapes: FeatureShapes) -> dict[int, list[s
     return dict(sorted(levels.items()))
 
 
+def default_level_channels(feature_shapes: FeatureShapes) -> tuple[int, ...]:
+    """The reference's reduced channels (16/32/64/128, coarse to fine) for this layout's level count:
+    the finest levels keep the reference's widths; levels beyond four, coarser still, get 8, 4, …"""
+    reference = GroundingModelConfig().level_channels
+    count = len(group_names_by_resolution(feature_shapes))
+    extra = tuple(max(1, reference[0] >> (count - len(reference) - i)) for i in range(count - len(reference)))
+    return (extra + reference)[-count:]
+
+
 def build_grounding_model(
     config: GroundingModelConfig,
     feature_shapes: Mapping[str, tuple[int, int, int]],
