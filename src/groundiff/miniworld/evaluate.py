@@ -51,7 +51,7 @@ def draw_prompt_pairs(split: str, count: int, seed: int) -> list[tuple[str, str]
         raise ValueError(f"Unknown split {split!r}; choose one of {', '.join(PROMPT_SETS)}.")
     first, second = PROMPT_SETS[split]
     rng = np.random.default_rng([seed, list(PROMPT_SETS).index(split)])
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     while len(pairs) < count:
         x, y = str(rng.choice(first)), str(rng.choice(second))
         if x != y:

@@ -103,7 +103,7 @@ def _object_mask(obj: SceneObject, size: int) -> np.ndarray:
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
     """(size, size) float32 noise in about [-1, 1], smooth at the scale of size / cells pixels."""
     grid = Image.fromarray(rng.uniform(-1, 1, (cells, cells)).astype(np.float32), mode="F")
-    return np.asarray(grid.resize((size, size), Image.BICUBIC), dtype=np.float32)
+    return np.asarray(grid.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ class TrainConfig:
     lr: float | None = None
     resume: bool = False
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # 2 threads beside other jobs on 2 cores ran 4-10x slower here
     checkpoint_minutes: float = 4.0
 
     def __post_init__(self) -> None:
@@ -88,6 +89,20 @@ class TrainConfig:
             self.steps = self.steps or DEFAULT_STEPS[self.part]
             self.batch_size = self.batch_size or DEFAULT_BATCH[self.part]
             self.lr = self.lr or DEFAULT_LR[self.part]
+
+    @property
+    def batch(self) -> int:
+        """The resolved batch size (training parts only)."""
+        if self.batch_size is None:
+            raise ValueError(f"Part {self.part!r} trains nothing and has no batch size.")
+        return self.batch_size
+
+    @property
+    def learning_rate(self) -> float:
+        """The resolved learning rate (training parts only)."""
+        if self.lr is None:
+            raise ValueError(f"Part {self.part!r} trains nothing and has no learning rate.")
+        return self.lr
 
     @property
     def part_dir(self) -> Path:
@@ -172,11 +187,11 @@ def train_vae(config: TrainConfig) -> None:
     data, held_out = _train_set(config), _eval_set(config)
     torch.manual_seed(config.seed)
     vae = models.build_vae()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
     assert config.batch_size is not None
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        idx = batch_indices(config.seed, step, len(data.images), config.batch)
         x = images_to_tensor(data.images[idx])  # (B, 3, H, W)
         weight = 1.0 + 3.0 * torch.from_numpy(data.labels[idx] > 0).float()[:, None]  # (B, 1, H, W)
         posterior = vae.encode(x).latent_dist
@@ -217,7 +232,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             pil = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
         elif kind == 3:
             small = int(rng.integers(10, 20))
-            pil = pil.resize((small, small), Image.BILINEAR).resize((size, size), Image.NEAREST)
+            pil = pil.resize((small, small), Image.Resampling.BILINEAR).resize((size, size), Image.Resampling.NEAREST)
         else:
             flat = np.asarray(pil, dtype=np.float32) * rng.uniform(0.15, 0.35) + rng.uniform(20, 150)
             pil = Image.fromarray(np.clip(flat, 0, 255).astype(np.uint8))
@@ -233,12 +248,12 @@ def _tokenize(texts: Sequence[str], length: int) -> torch.Tensor:
     ).input_ids
 
 
-def _image_features(clip: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def _image_features(clip: Any, pixels: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] → (B, D) projected CLIP image embeddings (transformers 4 and 5 alike)."""
     return clip.visual_projection(clip.vision_model(pixel_values=pixels).pooler_output)
 
 
-def _text_features(clip: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+def _text_features(clip: Any, input_ids: torch.Tensor) -> torch.Tensor:
     """(B, T) token ids → (B, D) projected CLIP text embeddings (pooled at the first end token)."""
     return clip.text_projection(clip.text_model(input_ids=input_ids).pooler_output)
 
@@ -248,14 +263,14 @@ def train_clip(config: TrainConfig) -> None:
     data, held_out = _train_set(config), _eval_set(config)
     torch.manual_seed(config.seed)
     clip = models.build_clip()
-    optimizer = torch.optim.AdamW(clip.parameters(), lr=config.lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(clip.parameters(), lr=config.learning_rate, weight_decay=0.05)
     assert config.batch_size is not None
     caption_tokens = _tokenize(data.captions(), 16)  # (N, 16): captions are ≤ 16 tokens
     pair_keys = np.sort(data.classes, axis=1) @ np.array([len(CLASSES), 1])  # unordered pair id per scene
     iqa_tokens = _tokenize(IQA_PROMPTS, 16)
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        idx = batch_indices(config.seed, step, len(data.images), config.batch)
         rng = np.random.default_rng([config.seed, step, 1])
         n_iqa = min(32, len(idx)) // 2 * 2  # half clean, half degraded
         bad = np.stack([degrade(img, rng) for img in data.images[idx[: n_iqa // 2]]])
@@ -366,7 +381,7 @@ def train_unet(config: TrainConfig, pipeline_dir: Path, compact_resume: Path) ->
     torch.manual_seed(config.seed)
     unet = models.build_unet()
     ema = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.01)
     if config.resume and not config.checkpoint_path.exists() and compact_resume.exists():
         step = load_training_state(compact_resume, unet)
         shipped = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", torch_dtype=torch.float32)
@@ -377,7 +392,7 @@ def train_unet(config: TrainConfig, pipeline_dir: Path, compact_resume: Path) ->
     classes = torch.from_numpy(data.classes[:UNET_SCENES])
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        idx = torch.from_numpy(batch_indices(config.seed, step, UNET_SCENES, config.batch_size))
+        idx = torch.from_numpy(batch_indices(config.seed, step, UNET_SCENES, config.batch))
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         x0 = latents[idx]  # (B, 4, h, w)
         pair = classes[idx]  # (B, 2)
@@ -418,11 +433,11 @@ def train_labeler(config: TrainConfig) -> None:
     data, held_out = _train_set(config), _eval_set(config)
     torch.manual_seed(config.seed)
     net = models.SegmentationNet(width=LABELER_WIDTH)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     assert config.batch_size is not None
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        idx = batch_indices(config.seed, step, len(data.images), config.batch_size)
+        idx = batch_indices(config.seed, step, len(data.images), config.batch)
         rng = np.random.default_rng([config.seed, step, 2])
         x = images_to_tensor(augment_like_generation(data.images[idx], rng))
         if rng.random() < 0.5:
@@ -544,7 +559,7 @@ def build_argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--resume", action="store_true", help="continue from the part's checkpoint")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 when the machine is shared)")
     parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
     parser.add_argument("--weights-dir", type=Path, default=None, help="publish: target folder (default: shipped)")
     parser.add_argument("--parts", default="vae,clip,unet,labeler", help="publish: comma-separated parts")
