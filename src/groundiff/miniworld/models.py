@@ -14,6 +14,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
+from groundiff.architectures import sd_ddim_scheduler
 from groundiff.miniworld.renderer import IMAGE_SIZE
 from groundiff.miniworld.vocabulary import CLASSES
 
@@ -86,16 +87,7 @@ def build_unet() -> UNet2DConditionModel:
 
 def build_scheduler() -> DDIMScheduler:
     """SD 1.x's noise schedule (scaled-linear betas, 1000 steps) with DDIM sampling."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
-    )
+    return sd_ddim_scheduler("epsilon")
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
