@@ -8,7 +8,6 @@ mask). `miou_per_image` is the reference code's figure: the mean over images of 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from groundiff.batching import ClassEmbedder, collate
 from groundiff.data.dataset import GroundingDataset
 from groundiff.data.records import SampleRecord
+from groundiff.data.shards import write_json_atomic, write_text_atomic
 from groundiff.metrics import IoUAccumulator
 
 
@@ -146,9 +146,9 @@ def evaluate_checkpoint(
             results[kind]["attention_baseline"] = evaluate_attention(plain)
         examples[kind] = _examples(model, dataset, embedder, count=4)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write(out, json.dumps(results, indent=2, sort_keys=True))
+    write_json_atomic(out, results)
     markdown = out.with_suffix(".md")
-    _write(markdown, results_table(results))
+    write_text_atomic(markdown, results_table(results))
     from groundiff.visualize import overlay_grid, per_class_chart
 
     pictures = [per_class_chart(results, out.with_name(out.stem + "_per_class.png"))]
@@ -175,9 +175,3 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
         baseline = f"{row['attention_baseline']['miou']:.2f}" if "attention_baseline" in row else "–"
         lines.append(f"| {name} | {row['miou']:.2f} | {row['miou_per_image']:.2f} | {baseline} | {row['samples']} |")
     return "\n".join(lines) + "\n"
-
-
-def _write(path: Path, text: str) -> None:
-    temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)

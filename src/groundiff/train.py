@@ -64,7 +64,7 @@ class _MapsDataset(Dataset[SampleRecord]):
     def __getitem__(self, position: int) -> SampleRecord:
         record = self.records[position]
         timesteps = {int(k): v for k, v in record.meta.get("feature_timesteps", {}).items()}
-        record.features = {k: v.float() for k, v in stored_maps(record.features, timesteps, self.unet).items()}
+        record.features = stored_maps(record.features, timesteps, self.unet)  # `collate` casts to float32
         return record
 
 

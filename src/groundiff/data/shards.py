@@ -172,11 +172,16 @@ def iter_metadata(folder: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(read_files(location, ("json",))["json"])
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON under a temporary name and rename it, so readers see the old or the new file, never half."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write under a temporary name and rename it, so readers see the old or the new file, never half."""
     temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    temp.write_text(text)
     os.replace(temp, path)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """`write_text_atomic` of indented, key-sorted JSON."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 class BackgroundWriter:
