@@ -178,6 +178,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from groundiff.config_io import build_config
+    from groundiff.results import ResultsConfig, run_results
+
+    config = build_config(ResultsConfig, args.config, args)
+    report = run_results(config)
+    if report is None:
+        print(f"worker {config.worker}: runs done; the last worker to finish writes {config.out}/RESULTS.md")
+    else:
+        print((Path(config.out) / "RESULTS.md").read_text())
+    return 0
+
+
 def _config_command(
     commands: argparse._SubParsersAction, name: str, cls: type, help_text: str, skip: tuple[str, ...] = ()
 ) -> argparse.ArgumentParser:
@@ -273,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = _config_command(commands, "demo", DemoConfig, "run the whole method on the shipped mini world")
     demo.set_defaults(run=_cmd_demo)
+
+    from groundiff.results import ResultsConfig
+
+    results = _config_command(
+        commands, "results", ResultsConfig, "measure the paper's Tables 2, 3, 4 and 8 on the mini world over seeds"
+    )
+    results.set_defaults(run=_cmd_results)
 
     experiment = commands.add_parser(
         "experiment", help="run one of the paper's experiments by name ('list' lists them)"

@@ -54,12 +54,9 @@ def run_demo(
     `pipe`, `labeler`, `scorer` and `labeler_miou` replace the mini world's own (tests use tiny ones).
     """
     # Imported here so that the CLI can read DemoConfig without loading torch-heavy modules.
-    from groundiff.data.config import GenerateConfig
-    from groundiff.data.generate import generate_set
-    from groundiff.data.manifest import MANIFEST_FILE
     from groundiff.data.shards import write_json_atomic
     from groundiff.evaluate import evaluate_checkpoint
-    from groundiff.train import resume, train
+    from groundiff.train import train_or_resume
     from groundiff.train_config import TrainConfig
 
     start = time.perf_counter()
@@ -70,26 +67,8 @@ def run_demo(
 
         pipe = load_pipeline("miniworld", device="cpu")
     # 1. Data: one set of each kind, generated once (a rerun finds them complete).
-    keep_rates = {}
-    for kind in ("train", "val", *TEST_SETS):
-        generate_config = GenerateConfig(
-            out=str(out / "data" / kind),
-            set=kind,
-            model=config.model,
-            # "auto" is the model's own (the mini world's); objects passed in are recorded as "custom".
-            labeler="custom" if labeler is not None else "auto",
-            scorer="custom" if scorer is not None else "auto",
-            num_samples=config.set_size(kind),
-            steps=config.steps,
-            guidance_scale=config.guidance_scale,
-            seed=config.seed,
-            batch_size=16,
-            attention_maps=kind in TEST_SETS,
-            progress=config.progress,
-        )
-        generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer)
-        manifest = json.loads((out / "data" / kind / MANIFEST_FILE).read_text())
-        keep_rates[kind] = manifest["samples"] / (manifest["samples"] + manifest["discarded"])
+    generate_demo_sets(config, pipe=pipe, labeler=labeler, scorer=scorer)
+    keep_rates = read_keep_rates(out)
     # 2. The grounding model, the improved method.
     run = out / "run"
     train_config = TrainConfig(
@@ -101,11 +80,7 @@ def run_demo(
         seed=config.seed,
         progress=config.progress,
     )
-    finished = (run / "last" / "checkpoint.json").exists() and json.loads(
-        (run / "last" / "checkpoint.json").read_text()
-    )["epoch"] >= config.epochs
-    if not finished:
-        (resume if (run / "last").exists() else train)(train_config)
+    train_or_resume(train_config)
     # 3. Evaluation beside the cross-attention reference.
     tests = [out / "data" / kind for kind in TEST_SETS]
     evaluation = evaluate_checkpoint(run / "best", tests, out / "results.json", attention_baseline=True)
@@ -130,6 +105,43 @@ def run_demo(
     write_json_atomic(out / "report.json", report)
     (out / "summary.md").write_text(_summary(report, evaluation.results, [p.name for p in evaluation.pictures]))
     return report
+
+
+def generate_demo_sets(
+    config: DemoConfig, *, pipe: Any, labeler: Any = None, scorer: Any = None, worker: int = 0, workers: int = 1
+) -> None:
+    """This worker's share of the demo's five sets under `<out>/data/` (the last worker writes each manifest)."""
+    from groundiff.data.config import GenerateConfig
+    from groundiff.data.generate import generate_set
+
+    for kind in ("train", "val", *TEST_SETS):
+        generate_config = GenerateConfig(
+            out=str(Path(config.out) / "data" / kind),
+            set=kind,
+            model=config.model,
+            # "auto" is the model's own (the mini world's); objects passed in are recorded as "custom".
+            labeler="custom" if labeler is not None else "auto",
+            scorer="custom" if scorer is not None else "auto",
+            num_samples=config.set_size(kind),
+            steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            seed=config.seed,
+            batch_size=16,
+            attention_maps=kind in TEST_SETS,
+            progress=config.progress,
+        )
+        generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer, worker=worker, workers=workers)
+
+
+def read_keep_rates(out: Path) -> dict[str, float]:
+    """Share of generated samples kept by the discard rule, per demo set, from the manifests."""
+    from groundiff.data.manifest import MANIFEST_FILE
+
+    rates = {}
+    for kind in ("train", "val", *TEST_SETS):
+        manifest = json.loads((out / "data" / kind / MANIFEST_FILE).read_text())
+        rates[kind] = manifest["samples"] / (manifest["samples"] + manifest["discarded"])
+    return rates
 
 
 def _summary(report: dict[str, Any], results: dict[str, Any], pictures: list[str]) -> str:

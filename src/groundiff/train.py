@@ -123,6 +123,11 @@ def resume(config: TrainConfig) -> TrainReport:
     return _Trainer(config).run(resume=True)
 
 
+def train_or_resume(config: TrainConfig) -> TrainReport:
+    """Train, or continue the run already in `config.out`; a finished run only reports (nothing is retrained)."""
+    return resume(config) if (Path(config.out) / LAST).exists() else train(config)
+
+
 class _Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

@@ -42,7 +42,7 @@ def load_miniworld_pipeline(*, dtype: torch.dtype = torch.float32, device: str =
 
     folder = _require(PIPELINE_DIR / "model_index.json", "pipeline").parent
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+        str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -1,0 +1,367 @@
+"""`groundiff results`: the paper's Tables 2, 3, 4 and 8 measured on the mini world, over several seeds.
+
+One set of demo data (train/val/test sets from the shipped mini world) serves every experiment.
+Each table row is a shipped experiment config (`configs/experiments/`) with optional overrides;
+rows of different tables that train the same config share one run per seed. Every run is
+resumable and skipped once evaluated, so the command can be interrupted, rerun, and split over
+processes (`--worker i --workers n`, each takes every n-th run; the last to finish writes the
+report). Writes `<out>/RESULTS.md` (mean ± std over seeds, the paper's numbers beside ours) and
+`<out>/results.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from groundiff.config_io import option
+from groundiff.demo import TEST_SETS, DemoConfig
+
+log = logging.getLogger(__name__)
+
+SET_LABELS = {"test-seen": "seen", "test-mixed": "seen+unseen", "test-unseen": "unseen"}
+IQA_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: an experiment config, training overrides, and how its test sets are filtered."""
+
+    label: str
+    experiment: str
+    train_fraction: float = 1.0  # share of the training set (the paper's 10k-of-40k rows)
+    top_quality: float | None = None  # evaluate on the best share of each test set by IQA score
+    paper: tuple[float | None, float | None, float | None] = (None, None, None)  # seen, seen+unseen, unseen
+
+
+# The paper's numbers (mIoU on Pascal VOC Split-1 with SD 1.5), for comparison with ours.
+TABLES: dict[str, tuple[str, list[Row]]] = {
+    "table2": (
+        "Table 2: baseline (Li et al.) vs improved, and the training-set size",
+        [
+            Row("baseline, 1/4 of the training set", "table2-baseline", 0.25, paper=(73.07, 57.08, 46.59)),
+            Row("baseline, whole training set", "table2-baseline", paper=(78.93, 66.07, 57.93)),
+            Row("improved, 1/4 of the training set", "table2-improved", 0.25, paper=(77.20, 67.50, 58.43)),
+            Row(
+                "improved, 1/4, top 80% of each test set by IQA",
+                "table2-improved",
+                0.25,
+                top_quality=IQA_FRACTION,
+                paper=(78.05, 68.08, 61.77),
+            ),
+            Row("improved, whole training set", "table2-improved"),
+            Row("improved, whole, top 80% of each test set by IQA", "table2-improved", top_quality=IQA_FRACTION),
+        ],
+    ),
+    "table3": (
+        "Table 3: grounding prompt template (one epoch, no dropout)",
+        [
+            Row('"x and y"', "table3-template-x-and-y", paper=(61.34, None, 39.28)),
+            Row('"a photograph of x and y"', "table3-template-photo-x-and-y", paper=(60.39, None, 37.95)),
+            Row('"a photograph of x"', "table3-template-photo-x", paper=(60.34, None, 34.16)),
+            Row('"x"', "table3-template-x", paper=(61.14, None, 33.54)),
+        ],
+    ),
+    "table4": (
+        "Table 4: loss (one epoch, no dropout)",
+        [
+            Row("BCE", "table4-loss-bce", paper=(56.98, 42.07, 35.51)),
+            Row("Dice", "table4-loss-dice", paper=(59.16, 43.75, 35.44)),
+            Row("Dice + BCE", "table4-loss-dice-bce", paper=(58.72, 42.73, 35.16)),
+            Row("log-cosh Dice + BCE", "table4-loss-bce-logcosh-dice", paper=(58.20, 44.26, 38.23)),
+        ],
+    ),
+    "table8": (
+        "Table 8: dropout (one epoch)",
+        [
+            Row("0", "table8-dropout-0.0", paper=(74.08, 57.52, 45.48)),
+            Row("0.05", "table8-dropout-0.05", paper=(72.66, 58.46, 46.16)),
+            Row("0.1", "table8-dropout-0.1", paper=(73.54, 59.72, 49.99)),
+            Row("0.2", "table8-dropout-0.2", paper=(73.60, 57.72, 43.05)),
+        ],
+    ),
+}
+
+
+@dataclass
+class ResultsConfig:
+    """The measurement: demo data at `size`, every row of `tables`, once per seed in `seeds`."""
+
+    out: str = option("runs/results", "folder: data/, runs/, results.json, RESULTS.md")
+    model: str = option("miniworld", "the diffusion model that generates the sets (the mini world brings its labeler)")
+    size: float = option(2.0, "demo set-size multiplier (2: train 640, val 96, each test set 96)")
+    seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (comma-separated); every row runs once per seed")
+    tables: tuple[str, ...] = option(tuple(TABLES), "tables to measure (comma-separated): " + ", ".join(TABLES))
+    data_seed: int = option(0, "seed of the generated sets")
+    steps: int = option(20, "denoising steps of the generated sets")
+    guidance_scale: float = option(4.0, "classifier-free guidance scale of the generated sets")
+    batch_size: int = option(1, "training batch size (the paper's setting is 1)")
+    worker: int = option(0, "this process's rank when several share the runs")
+    workers: int = option(1, "number of processes sharing the runs")
+    progress: bool = option(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tables if t not in TABLES]
+        if unknown:
+            raise ValueError(f"Unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}.")
+        if not self.seeds:
+            raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1,2.")
+        if not 0 <= self.worker < self.workers:
+            raise ValueError(f"--worker {self.worker} does not exist among --workers {self.workers}.")
+
+    def demo(self) -> DemoConfig:
+        return DemoConfig(
+            out=self.out,
+            model=self.model,
+            size=self.size,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            seed=self.data_seed,
+            progress=self.progress,
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: the fields it trains with (rows that train alike share it) and its seed."""
+
+    name: str
+    fields: tuple[tuple[str, Any], ...]
+    seed: int
+
+
+def plan_runs(config: ResultsConfig, train_samples: int) -> tuple[list[Run], dict[tuple[str, str], str]]:
+    """The distinct runs of the chosen tables, and the run name of each (table, row label)."""
+    from groundiff.experiments import experiment_config
+
+    names_by_fields: dict[tuple[tuple[str, Any], ...], str] = {}
+    row_runs: dict[tuple[str, str], str] = {}
+    for table in config.tables:
+        for row in TABLES[table][1]:
+            fields = dict(_effective_fields(experiment_config(row.experiment)), batch_size=config.batch_size)
+            if row.train_fraction < 1.0:
+                fields["max_train_samples"] = max(1, round(train_samples * row.train_fraction))
+            key = tuple(sorted(fields.items()))
+            suffix = "" if row.train_fraction == 1.0 else f"-frac{row.train_fraction:g}"
+            row_runs[(table, row.label)] = names_by_fields.setdefault(key, row.experiment + suffix)
+    runs = [Run(name, key, seed) for key, name in names_by_fields.items() for seed in config.seeds]
+    return runs, row_runs
+
+
+def _effective_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's fields with TrainConfig defaults filled in, so that equal trainings compare equal."""
+    from groundiff.train_config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in TRAINING_FIELDS}
+    return {**defaults, **fields}
+
+
+# The TrainConfig fields that change what a run learns (not where it reads or writes).
+TRAINING_FIELDS = ("epochs", "lr", "beta1", "beta2", "loss", "template", "end_of_text", "dropout", "max_train_samples")
+
+
+def run_results(
+    config: ResultsConfig, *, pipe: Any = None, labeler: Any = None, scorer: Any = None
+) -> dict[str, Any] | None:
+    """Generate the data (this worker's share), run this worker's runs, and write the report when all are done.
+
+    `pipe`, `labeler` and `scorer` replace the model's own (tests use tiny ones). Returns None on a worker
+    that finishes before the others.
+    """
+    from groundiff.data.shards import write_json_atomic, write_text_atomic
+    from groundiff.demo import generate_demo_sets
+    from groundiff.pipelines import load_pipeline
+
+    start = time.perf_counter()
+    out = Path(config.out)
+    if not _data_complete(out):
+        pipe = pipe if pipe is not None else load_pipeline(config.model, device="cpu")
+        generate_demo_sets(
+            config.demo(), pipe=pipe, labeler=labeler, scorer=scorer, worker=config.worker, workers=config.workers
+        )
+    _wait_for(lambda: _data_complete(out), "the other workers' share of the data")
+    runs, row_runs = plan_runs(config, train_samples=_set_samples(out / "data" / "train"))
+    mine = [run for i, run in enumerate(runs) if i % config.workers == config.worker]
+    tops = {row.top_quality for t in config.tables for row in TABLES[t][1]}
+    for position, run in enumerate(mine):
+        log.info("run %d of %d (this worker): %s seed %d", position + 1, len(mine), run.name, run.seed)
+        _run_and_evaluate(config, run, tops)
+    if not all(_evaluation_path(out, run).exists() for run in runs):
+        log.info("worker %d done; the report is written by the last worker to finish", config.worker)
+        return None
+    report = _collect(config, runs, row_runs, seconds=time.perf_counter() - start)
+    write_json_atomic(out / "results.json", report)
+    write_text_atomic(out / "RESULTS.md", results_markdown(report))
+    return report
+
+
+def _data_complete(out: Path) -> bool:
+    from groundiff.data.manifest import MANIFEST_FILE
+
+    return all((out / "data" / kind / MANIFEST_FILE).exists() for kind in ("train", "val", *TEST_SETS))
+
+
+def _wait_for(done: Callable[[], bool], what: str, poll_s: float = 10.0) -> None:
+    if not done():
+        log.warning("waiting for %s", what)
+    while not done():
+        time.sleep(poll_s)
+
+
+def _set_samples(folder: Path) -> int:
+    from groundiff.data.manifest import MANIFEST_FILE
+
+    return int(json.loads((folder / MANIFEST_FILE).read_text())["samples"])
+
+
+def _run_dir(out: Path, run: Run) -> Path:
+    return out / "runs" / f"{run.name}-seed{run.seed}"
+
+
+def _evaluation_path(out: Path, run: Run) -> Path:
+    return _run_dir(out, run) / "evaluation.json"
+
+
+def _top_key(top_quality: float | None) -> str:
+    return "all" if top_quality is None else f"top{round(100 * top_quality)}"
+
+
+def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) -> None:
+    """Train (or resume) one run and evaluate its best checkpoint on every test-set filter; skip a finished one."""
+    from groundiff.data.shards import write_json_atomic
+    from groundiff.evaluate import evaluate_checkpoint
+    from groundiff.train import train_or_resume
+    from groundiff.train_config import TrainConfig
+
+    out = Path(config.out)
+    if _evaluation_path(out, run).exists():
+        return
+    folder = _run_dir(out, run)
+    train_config = TrainConfig(
+        train=str(out / "data" / "train"),
+        val=str(out / "data" / "val"),
+        out=str(folder),
+        seed=run.seed,
+        progress=config.progress,
+        **dict(run.fields),
+    )
+    report = train_or_resume(train_config)
+    tests = [out / "data" / kind for kind in TEST_SETS]
+    evaluation: dict[str, Any] = {
+        "best_epoch": report.best_epoch,
+        "val_miou": report.best_val_miou,
+        "train_seconds": round(sum(r["seconds"] for r in report.history), 1),
+        "fields": dict(run.fields),
+    }
+    for top in sorted(tops, key=lambda t: t or 1.0, reverse=True):
+        result = evaluate_checkpoint(folder / "best", tests, folder / f"test-{_top_key(top)}.json", top_quality=top)
+        evaluation[_top_key(top)] = {kind: r["miou"] for kind, r in result.results.items()}
+    write_json_atomic(_evaluation_path(out, run), evaluation)
+    # The resumable last/ state (optimizer moments) is no longer needed once evaluated; best/ stays.
+    _remove_tree(folder / "last")
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def attention_reference(out: Path) -> dict[str, float]:
+    """mIoU of the training-free cross-attention reference on each test set (seed-independent)."""
+    from groundiff.data.dataset import GroundingDataset
+    from groundiff.evaluate import evaluate_attention
+
+    return {
+        kind: evaluate_attention(GroundingDataset([out / "data" / kind], features=False))["miou"] for kind in TEST_SETS
+    }
+
+
+def _collect(
+    config: ResultsConfig, runs: list[Run], row_runs: dict[tuple[str, str], str], seconds: float
+) -> dict[str, Any]:
+    """Per table row: mIoU per seed and mean ± std per test set, beside the paper's numbers."""
+    from groundiff.demo import read_keep_rates
+
+    out = Path(config.out)
+    evaluations = {(run.name, run.seed): json.loads(_evaluation_path(out, run).read_text()) for run in runs}
+    tables: dict[str, Any] = {}
+    for table in config.tables:
+        title, rows = TABLES[table]
+        table_rows = []
+        for row in rows:
+            name = row_runs[(table, row.label)]
+            per_seed = {str(seed): evaluations[(name, seed)][_top_key(row.top_quality)] for seed in config.seeds}
+            table_rows.append(
+                {
+                    "label": row.label,
+                    "run": name,
+                    "per_seed": per_seed,
+                    "mean": {k: statistics.mean(s[k] for s in per_seed.values()) for k in TEST_SETS},
+                    "std": {k: _std([s[k] for s in per_seed.values()]) for k in TEST_SETS},
+                    "paper": dict(zip(TEST_SETS, row.paper, strict=True)),
+                    "train_seconds": statistics.mean(evaluations[(name, s)]["train_seconds"] for s in config.seeds),
+                }
+            )
+        tables[table] = {"title": title, "rows": table_rows}
+    return {
+        "config": dataclasses.asdict(config),
+        "sets": {kind: _set_samples(out / "data" / kind) for kind in ("train", "val", *TEST_SETS)},
+        "keep_rate": read_keep_rates(out),
+        "attention_reference": attention_reference(out),
+        "tables": tables,
+        "seconds_last_worker": round(seconds, 1),
+    }
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def results_markdown(report: dict[str, Any]) -> str:
+    """The tables as markdown: ours as mean ± std over seeds, the paper's beside them."""
+    config, sets = report["config"], report["sets"]
+    seeds = ",".join(str(s) for s in config["seeds"])
+    lines = [
+        f"Command: `groundiff results --size {config['size']:g} --seeds {seeds} --data-seed {config['data_seed']}`;"
+        f" sets: {', '.join(f'{k} {v}' for k, v in sets.items())} samples;"
+        f" keep rate {', '.join(f'{k} {v:.2f}' for k, v in report['keep_rate'].items())}.",
+        "",
+    ]
+    for table in report["tables"].values():
+        lines += [f"### {table['title']}", "", _table_header(), _table_rule()]
+        lines += [_table_line(row) for row in table["rows"]]
+        lines.append("")
+    attention = report["attention_reference"]
+    lines += [
+        "### Training-free reference: cross-attention heat maps (DAAM-style)",
+        "",
+        "| " + " | ".join(SET_LABELS[k] for k in TEST_SETS) + " |",
+        "|" + "---|" * len(TEST_SETS),
+        "| " + " | ".join(f"{attention[k]:.1f}" for k in TEST_SETS) + " |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _table_header() -> str:
+    ours = " | ".join(f"{SET_LABELS[k]}" for k in TEST_SETS)
+    paper = " | ".join(f"paper {SET_LABELS[k]}" for k in TEST_SETS)
+    return f"| row | {ours} | {paper} | train s |"
+
+
+def _table_rule() -> str:
+    return "|---" * (2 + 2 * len(TEST_SETS)) + "|"
+
+
+def _table_line(row: dict[str, Any]) -> str:
+    ours = " | ".join(f"{row['mean'][k]:.1f} ± {row['std'][k]:.1f}" for k in TEST_SETS)
+    paper = " | ".join("–" if row["paper"][k] is None else f"{row['paper'][k]:.2f}" for k in TEST_SETS)
+    return f"| {row['label']} | {ours} | {paper} | {row['train_seconds']:.0f} |"

@@ -1,0 +1,77 @@
+"""`groundiff results`: run planning, sharing of equal runs, seeds, workers and the report (tiny pipeline)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from conftest import BrightnessScorer
+from groundiff.data.vocabulary import VOC_SPLIT1
+from groundiff.results import TABLES, ResultsConfig, plan_runs, run_results
+from groundiff.testing import StubLabeler, tiny_pipeline
+
+
+def test_rows_that_train_alike_share_one_run_per_seed():
+    config = ResultsConfig(seeds=(0, 1), tables=("table3", "table4", "table8"))
+    runs, row_runs = plan_runs(config, train_samples=100)
+    # "x and y", log-cosh Dice + BCE and dropout 0 are the same training: one run, three table rows.
+    shared = {row_runs[("table3", '"x and y"')], row_runs[("table4", "log-cosh Dice + BCE")]}
+    assert shared == {row_runs[("table8", "0")]}
+    assert len(runs) == 2 * len({name for name in row_runs.values()})
+    assert {run.seed for run in runs} == {0, 1}
+
+
+def test_fractions_of_the_training_set_are_runs_of_their_own():
+    runs, row_runs = plan_runs(ResultsConfig(seeds=(0,), tables=("table2",)), train_samples=100)
+    quarter = row_runs[("table2", "baseline, 1/4 of the training set")]
+    whole = row_runs[("table2", "baseline, whole training set")]
+    assert quarter != whole
+    assert dict(next(r.fields for r in runs if r.name == quarter))["max_train_samples"] == 25
+    # The IQA rows only filter the test sets: they reuse the improved runs.
+    assert row_runs[("table2", "improved, whole, top 80% of each test set by IQA")] == row_runs[
+        ("table2", "improved, whole training set")
+    ]
+
+
+def test_bad_options_name_the_fix():
+    with pytest.raises(ValueError, match="table9.*table2"):
+        ResultsConfig(tables=("table9",))
+    with pytest.raises(ValueError, match="--worker 2"):
+        ResultsConfig(worker=2, workers=2)
+
+
+def _results_config(tmp_path, **overrides) -> ResultsConfig:
+    fields = dict(out=str(tmp_path), model="tiny-sd1", size=0.05, seeds=(0, 1), tables=("table4",), steps=2)
+    return ResultsConfig(**{**fields, "progress": False, **overrides})
+
+
+def _components():
+    return dict(pipe=tiny_pipeline("sd1"), labeler=StubLabeler(VOC_SPLIT1.classes), scorer=BrightnessScorer())
+
+
+def test_two_workers_share_the_data_and_runs_and_the_last_writes_the_report(tmp_path):
+    reports: dict[int, object] = {}
+
+    def work(worker: int) -> None:
+        reports[worker] = run_results(_results_config(tmp_path, worker=worker, workers=2), **_components())
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    written = [r for r in reports.values() if r is not None]
+    assert len(written) == 1, "exactly one worker (the last to finish) writes the report"
+    report = json.loads((tmp_path / "results.json").read_text())
+    rows = report["tables"]["table4"]["rows"]
+    assert [row["label"] for row in rows] == [row.label for row in TABLES["table4"][1]]
+    for row in rows:
+        assert set(row["per_seed"]) == {"0", "1"}
+        assert all(0 <= v <= 100 for v in row["mean"].values())
+    markdown = (tmp_path / "RESULTS.md").read_text()
+    assert "| log-cosh Dice + BCE |" in markdown and "cross-attention" in markdown
+    # A rerun finds every run evaluated and only rewrites the report.
+    again = run_results(_results_config(tmp_path), **_components())
+    assert again is not None and again["tables"] == report["tables"]
