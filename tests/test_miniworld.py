@@ -103,7 +103,7 @@ def test_shipped_pipeline_generates_unseen_classes_with_features():
 
     from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(PIPELINE_DIR), torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(str(PIPELINE_DIR), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     prompt = vocabulary.make_caption(["red ring", "yellow hourglass"])
     output = generate_with_features(

@@ -33,6 +33,7 @@ class DemoConfig:
     model: str = option("miniworld", "the diffusion model; the mini world brings its labeler and scorer")
     steps: int = option(20, "denoising steps")
     guidance_scale: float = option(4.0, "classifier-free guidance scale")
+    feature_storage: str = option("maps", "what the sets store: maps, or unet-input (maps recomputed when read)")
     epochs: int = option(10, "grounding-model training epochs")
     batch_size: int = option(4, "training batch size")
     seed: int = option(0, "seed of the sets and the training")
@@ -128,6 +129,7 @@ def generate_demo_sets(
             seed=config.seed,
             batch_size=16,
             attention_maps=kind in TEST_SETS,
+            feature_storage=config.feature_storage,
             progress=config.progress,
         )
         generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer, worker=worker, workers=workers)

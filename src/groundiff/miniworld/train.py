@@ -339,7 +339,7 @@ def caption_embedding_table(pipeline_dir: Path) -> tuple[torch.Tensor, torch.Ten
     """
     from transformers import CLIPTextModel
 
-    text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", torch_dtype=torch.float32).eval()
+    text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", dtype=torch.float32).eval()
     captions = [make_caption([x, y]) for x in CLASSES for y in CLASSES] + [""]
     states = text_encoder(_tokenize(captions, 77)).last_hidden_state  # (401, 77, D)
     return states[:-1], states[-1]
@@ -350,7 +350,7 @@ def encode_latents(pipeline_dir: Path, images: np.ndarray, *, batch_size: int = 
     """(N, H, W, 3) uint8 renders → (N, 4, H/4, W/4) posterior means of the shipped VAE × its scaling factor."""
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(pipeline_dir / "vae", torch_dtype=torch.float32).eval()
+    vae = AutoencoderKL.from_pretrained(pipeline_dir / "vae", dtype=torch.float32).eval()
     chunks = [
         vae.encode(images_to_tensor(images[i : i + batch_size])).latent_dist.mean
         for i in range(0, len(images), batch_size)
@@ -384,7 +384,7 @@ def train_unet(config: TrainConfig, pipeline_dir: Path, compact_resume: Path) ->
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.01)
     if config.resume and not config.checkpoint_path.exists() and compact_resume.exists():
         step = load_training_state(compact_resume, unet)
-        shipped = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", torch_dtype=torch.float32)
+        shipped = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", dtype=torch.float32)
         ema.load_state_dict(shipped.state_dict())
         save_training_state(config.checkpoint_path, unet, optimizer, step, ema)
         log.info("unet: seeded the run from the committed checkpoint %s (step %d)", compact_resume, step)

@@ -1,0 +1,81 @@
+"""End to end on the shipped mini world: `groundiff demo` reaches its mIoU floors, and the floors catch breakage.
+
+The floors come from measured runs of this exact configuration (docs/RESULTS.md, "CI end-to-end floors")
+with a margin for other CPUs and library versions. The counter-check trains and evaluates on the same
+data with each image's features swapped for another image's: the floors must then fail, which shows
+that they depend on the features actually locating the objects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from torch.utils.data import Dataset
+
+import groundiff.train
+from groundiff.data.records import SampleRecord
+from groundiff.demo import TEST_SETS, DemoConfig, run_demo
+
+E2E_SIZE = 0.25  # train 80, val 12, each test set 12 samples
+# Measured at E2E_SIZE, seed 0 (see docs/RESULTS.md); floors about two thirds of those values.
+MIOU_FLOORS = {"test-seen": 30.0, "test-mixed": 30.0, "test-unseen": 25.0}
+KEEP_RATE_FLOOR = 0.4
+LABELER_MIOU_FLOOR = 90.0
+
+
+def floor_failures(report: dict[str, Any]) -> list[str]:
+    """Every floor the demo's report misses, in words (empty when all hold)."""
+    failures = [
+        f"{kind}: mIoU {report['miou'][kind]:.1f} below its floor {floor}"
+        for kind, floor in MIOU_FLOORS.items()
+        if report["miou"][kind] < floor
+    ]
+    attention = report["attention_baseline_miou"]["test-unseen"]
+    if report["miou"]["test-unseen"] <= attention:
+        failures.append(f"test-unseen: mIoU {report['miou']['test-unseen']:.1f} not above cross-attention {attention}")
+    return failures
+
+
+class _SwappedFeatures(Dataset[SampleRecord]):
+    """A set whose record i carries the features of record i+1: right labels, wrong image."""
+
+    def __init__(self, records: Dataset[SampleRecord]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)  # type: ignore[arg-type]
+
+    def __getitem__(self, position: int) -> SampleRecord:
+        record = self.records[position]
+        record.features = self.records[(position + 1) % len(self)].features
+        return record
+
+
+def _demo_config(out: Path) -> DemoConfig:
+    return DemoConfig(out=str(out), size=E2E_SIZE, progress=False)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("demo")
+    return out, run_demo(_demo_config(out))
+
+
+def test_demo_on_the_shipped_mini_world_reaches_its_floors(demo_run):
+    _, report = demo_run
+    assert set(report["miou"]) == set(TEST_SETS)
+    assert not floor_failures(report)
+    assert report["keep_rate"] >= KEEP_RATE_FLOOR
+    assert report["labeler_miou"] >= LABELER_MIOU_FLOOR
+
+
+def test_the_floors_fail_when_each_image_gets_another_images_features(demo_run, tmp_path, monkeypatch):
+    data, _ = demo_run
+    (tmp_path / "data").symlink_to(data / "data", target_is_directory=True)
+    real_open_set = groundiff.train.open_set
+    monkeypatch.setattr(groundiff.train, "open_set", lambda *a, **k: _SwappedFeatures(real_open_set(*a, **k)))
+    report = run_demo(_demo_config(tmp_path), labeler_miou=100.0)
+    failures = floor_failures(report)
+    assert len(failures) >= 2, f"swapped features still pass the floors: {report['miou']}"
