@@ -19,18 +19,22 @@ from groundiff.data.records import SampleRecord
 from groundiff.demo import TEST_SETS, DemoConfig, run_demo
 
 E2E_SIZE = 0.25  # train 80, val 12, each test set 12 samples
-# Measured at E2E_SIZE, seed 0 (see docs/RESULTS.md); floors about two thirds of those values.
-MIOU_FLOORS = {"test-seen": 30.0, "test-mixed": 30.0, "test-unseen": 25.0}
-KEEP_RATE_FLOOR = 0.4
+# Measured at E2E_SIZE with data and training seeds 0, 1, 2 (docs/RESULTS.md): lowest seen 38.9,
+# mixed 41.4, unseen 35.5 (seed 0, which this test runs: 38.9 / 41.4 / 38.6); floors two thirds of the lowest.
+MIOU_FLOORS = {"test-seen": 26.0, "test-mixed": 27.0, "test-unseen": 23.0}
+KEEP_RATE_FLOOR = 0.6  # measured 0.76-0.79
 LABELER_MIOU_FLOOR = 90.0
+
+
+def sets_below_floor(report: dict[str, Any]) -> list[str]:
+    return [kind for kind, floor in MIOU_FLOORS.items() if report["miou"][kind] < floor]
 
 
 def floor_failures(report: dict[str, Any]) -> list[str]:
     """Every floor the demo's report misses, in words (empty when all hold)."""
     failures = [
-        f"{kind}: mIoU {report['miou'][kind]:.1f} below its floor {floor}"
-        for kind, floor in MIOU_FLOORS.items()
-        if report["miou"][kind] < floor
+        f"{kind}: mIoU {report['miou'][kind]:.1f} below its floor {MIOU_FLOORS[kind]}"
+        for kind in sets_below_floor(report)
     ]
     attention = report["attention_baseline_miou"]["test-unseen"]
     if report["miou"]["test-unseen"] <= attention:
@@ -77,5 +81,5 @@ def test_the_floors_fail_when_each_image_gets_another_images_features(demo_run, 
     real_open_set = groundiff.train.open_set
     monkeypatch.setattr(groundiff.train, "open_set", lambda *a, **k: _SwappedFeatures(real_open_set(*a, **k)))
     report = run_demo(_demo_config(tmp_path), labeler_miou=100.0)
-    failures = floor_failures(report)
-    assert len(failures) >= 2, f"swapped features still pass the floors: {report['miou']}"
+    # Measured: 11.8 / 6.2 / 15.5 (seen / mixed / unseen), every mIoU floor missed.
+    assert sets_below_floor(report) == list(MIOU_FLOORS), f"swapped features pass floors: {report['miou']}"
