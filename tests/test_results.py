@@ -30,9 +30,10 @@ def test_fractions_of_the_training_set_are_runs_of_their_own():
     assert quarter != whole
     assert dict(next(r.fields for r in runs if r.name == quarter))["max_train_samples"] == 25
     # The IQA rows only filter the test sets: they reuse the improved runs.
-    assert row_runs[("table2", "improved, whole, top 80% of each test set by IQA")] == row_runs[
-        ("table2", "improved, whole training set")
-    ]
+    assert (
+        row_runs[("table2", "improved, whole, top 80% of each test set by IQA")]
+        == row_runs[("table2", "improved, whole training set")]
+    )
 
 
 def test_bad_options_name_the_fix():
