@@ -34,6 +34,7 @@ class DemoConfig:
     steps: int = option(20, "denoising steps")
     guidance_scale: float = option(4.0, "classifier-free guidance scale")
     feature_storage: str = option("maps", "what the sets store: maps, or unet-input (maps recomputed when read)")
+    feature_blocks: tuple[str, ...] | None = option(None, "comma-separated U-Net blocks to store (default: all)")
     epochs: int = option(10, "grounding-model training epochs")
     batch_size: int = option(4, "training batch size")
     seed: int = option(0, "seed of the sets and the training")
@@ -130,6 +131,7 @@ def generate_demo_sets(
             batch_size=16,
             attention_maps=kind in TEST_SETS,
             feature_storage=config.feature_storage,
+            feature_blocks=config.feature_blocks,
             progress=config.progress,
         )
         generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer, worker=worker, workers=workers)
