@@ -20,6 +20,7 @@ from groundiff.config_io import option
 log = logging.getLogger(__name__)
 
 TEST_SETS = ("test-seen", "test-mixed", "test-unseen")
+DEMO_SETS = ("train", "val", *TEST_SETS)
 # Samples per set at --size 1 (about 10 minutes on 2 CPU cores); --size scales them all.
 DEMO_SET_SIZES = {"train": 320, "val": 48, "test-seen": 48, "test-mixed": 48, "test-unseen": 48}
 
@@ -116,7 +117,7 @@ def generate_demo_sets(
     from groundiff.data.config import GenerateConfig
     from groundiff.data.generate import generate_set
 
-    for kind in ("train", "val", *TEST_SETS):
+    for kind in DEMO_SETS:
         generate_config = GenerateConfig(
             out=str(Path(config.out) / "data" / kind),
             set=kind,
@@ -142,7 +143,7 @@ def read_keep_rates(out: Path) -> dict[str, float]:
     from groundiff.data.manifest import MANIFEST_FILE
 
     rates = {}
-    for kind in ("train", "val", *TEST_SETS):
+    for kind in DEMO_SETS:
         manifest = json.loads((out / "data" / kind / MANIFEST_FILE).read_text())
         rates[kind] = manifest["samples"] / (manifest["samples"] + manifest["discarded"])
     return rates

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from groundiff.config_io import option
-from groundiff.demo import TEST_SETS, DemoConfig
+from groundiff.demo import DEMO_SETS, TEST_SETS, DemoConfig
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def run_results(
 def _data_complete(out: Path) -> bool:
     from groundiff.data.manifest import MANIFEST_FILE
 
-    return all((out / "data" / kind / MANIFEST_FILE).exists() for kind in ("train", "val", *TEST_SETS))
+    return all((out / "data" / kind / MANIFEST_FILE).exists() for kind in DEMO_SETS)
 
 
 def _wait_for(done: Callable[[], bool], what: str, poll_s: float = 10.0) -> None:
@@ -265,13 +266,7 @@ def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) 
         evaluation[_top_key(top)] = {kind: r["miou"] for kind, r in result.results.items()}
     write_json_atomic(_evaluation_path(out, run), evaluation)
     # The resumable last/ state (optimizer moments) is no longer needed once evaluated; best/ stays.
-    _remove_tree(folder / "last")
-
-
-def _remove_tree(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder / "last", ignore_errors=True)
 
 
 def attention_reference(out: Path) -> dict[str, float]:
@@ -313,7 +308,7 @@ def _collect(
         tables[table] = {"title": title, "rows": table_rows}
     return {
         "config": dataclasses.asdict(config),
-        "sets": {kind: _set_samples(out / "data" / kind) for kind in ("train", "val", *TEST_SETS)},
+        "sets": {kind: _set_samples(out / "data" / kind) for kind in DEMO_SETS},
         "keep_rate": read_keep_rates(out),
         "attention_reference": attention_reference(out),
         "tables": tables,
