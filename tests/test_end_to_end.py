@@ -16,12 +16,25 @@ from torch.utils.data import Dataset
 
 import groundiff.train
 from groundiff.data.records import SampleRecord
-from groundiff.demo import TEST_SETS, DemoConfig, run_demo
+from groundiff.demo import DemoConfig, run_demo
 
-E2E_SIZE = 0.25  # train 80, val 12, each test set 12 samples
+E2E_SIZE = 0.25  # train 80, val 12, each test set 12 samples (and 12 renders per truth set)
 # Measured at E2E_SIZE with data and training seeds 0, 1, 2 (docs/RESULTS.md): lowest seen 38.9,
-# mixed 41.4, unseen 35.5 (seed 0, which this test runs: 38.9 / 41.4 / 38.6); floors two thirds of the lowest.
-MIOU_FLOORS = {"test-seen": 26.0, "test-mixed": 27.0, "test-unseen": 23.0}
+# mixed 41.4, unseen 35.5; floors two thirds of the lowest. Seed 0 with 2 threads, which this test
+# runs, measured 44.5 / 47.7 / 43.2 on the generated sets and 45.0 / 48.4 / 44.3 on the truth sets.
+MIOU_FLOORS = {
+    "test-seen": 26.0,
+    "test-mixed": 27.0,
+    "test-unseen": 23.0,
+    "truth-test-seen": 26.0,
+    "truth-test-mixed": 27.0,
+    "truth-test-unseen": 23.0,
+}
+# The model must clear the training-free rows by these margins (mIoU points). Measured at seed 0:
+# predict-every-pixel 8.3-9.2 on every set (margin 35-39), the cross-attention reference with its
+# threshold tuned on the val set 14.8 on test-unseen (margin 28.4).
+MARGIN_OVER_EVERYTHING = 20.0
+MARGIN_OVER_ATTENTION = 15.0
 KEEP_RATE_FLOOR = 0.6  # measured 0.76-0.79
 LABELER_MIOU_FLOOR = 90.0
 
@@ -36,9 +49,13 @@ def floor_failures(report: dict[str, Any]) -> list[str]:
         f"{kind}: mIoU {report['miou'][kind]:.1f} below its floor {MIOU_FLOORS[kind]}"
         for kind in sets_below_floor(report)
     ]
-    attention = report["attention_baseline_miou"]["test-unseen"]
-    if report["miou"]["test-unseen"] <= attention:
-        failures.append(f"test-unseen: mIoU {report['miou']['test-unseen']:.1f} not above cross-attention {attention}")
+    for kind, references in report["references"].items():
+        everything = references["predict_everything"]
+        if report["miou"][kind] < everything + MARGIN_OVER_EVERYTHING:
+            failures.append(f"{kind}: mIoU {report['miou'][kind]:.1f} not {MARGIN_OVER_EVERYTHING} above {everything}")
+    attention = report["references"]["test-unseen"]["cross_attention"]
+    if report["miou"]["test-unseen"] < attention + MARGIN_OVER_ATTENTION:
+        failures.append(f"test-unseen: mIoU {report['miou']['test-unseen']:.1f} not clear of cross-attention {attention}")
     return failures
 
 
@@ -69,7 +86,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 
 def test_demo_on_the_shipped_mini_world_reaches_its_floors(demo_run):
     _, report = demo_run
-    assert set(report["miou"]) == set(TEST_SETS)
+    assert set(report["miou"]) == set(MIOU_FLOORS)
     assert not floor_failures(report)
     assert report["keep_rate"] >= KEEP_RATE_FLOOR
     assert report["labeler_miou"] >= LABELER_MIOU_FLOOR

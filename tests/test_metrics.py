@@ -35,10 +35,42 @@ def test_category_and_per_image_miou_differ_as_computed_by_hand() -> None:
     assert accumulator.samples == 2
     assert accumulator.summary() == {
         "miou": pytest.approx(0.25),
+        "miou_ci95": [0.25, 0.5],
         "miou_per_image": pytest.approx(0.375),
         "per_class": {"cat": 0.0, "dog": 0.5},
+        "classes_covered": 2,
         "samples": 2,
     }
+
+
+def test_bootstrap_interval_by_hand() -> None:
+    # Resamples of the two images: (1, 1) → dog 1.0, cat 0 → 0.5; (2, 2) → dog only, 0.25;
+    # (1, 2) → the full set, 0.25. P = 1/4, 1/4, 1/2, so the 2.5th and 97.5th percentiles are 0.25 and 0.5.
+    assert hand_example().bootstrap_ci(resamples=2000) == (0.25, 0.5)
+
+
+def test_bootstrap_interval_shrinks_with_more_images_and_is_seeded() -> None:
+    small, large = IoUAccumulator(), IoUAccumulator()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(200):
+        pred, target = torch.rand(2, 8, 8, generator=generator) > 0.5, torch.rand(2, 8, 8, generator=generator) > 0.5
+        names = ["dog", "cat"] if index % 2 else ["dog", "cow"]
+        large.update(pred, target, names)
+        if index < 20:
+            small.update(pred, target, names)
+    small_low, small_high = small.bootstrap_ci()
+    large_low, large_high = large.bootstrap_ci()
+    assert small_low < small.category_miou() < small_high
+    assert large_low < large.category_miou() < large_high
+    assert (large_high - large_low) < 0.5 * (small_high - small_low)
+    assert large.bootstrap_ci(seed=3) == large.bootstrap_ci(seed=3) != large.bootstrap_ci(seed=4)
+
+
+def test_identical_images_give_a_point_interval() -> None:
+    accumulator = IoUAccumulator()
+    for _ in range(5):
+        accumulator.update(PRED_1, TARGET_1, ["dog", "cat"])
+    assert accumulator.bootstrap_ci() == (0.5, 0.5)
 
 
 def test_padded_batch_equals_single_images() -> None:

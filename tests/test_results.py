@@ -36,6 +36,16 @@ def test_fractions_of_the_training_set_are_runs_of_their_own():
     )
 
 
+def test_rows_that_need_more_training_data_than_the_set_holds_are_not_run():
+    config = ResultsConfig(seeds=(0,), tables=("table2",), train_samples=400)
+    runs, row_runs = plan_runs(config, train_samples=100)
+    quarter = row_runs[("table2", "improved, 1/4 of the training set")]
+    assert row_runs[("table2", "improved, whole training set")] is None
+    # 1/4 of the nominal 400 is the whole set at hand: no max_train_samples.
+    assert dict(next(r.fields for r in runs if r.name == quarter))["max_train_samples"] is None
+    assert {r.name for r in runs} == {quarter, row_runs[("table2", "baseline, 1/4 of the training set")]}
+
+
 def test_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="table9.*table2"):
         ResultsConfig(tables=("table9",))
@@ -65,9 +75,13 @@ def test_two_workers_share_the_runs_and_the_last_writes_the_report(tmp_path):
     assert [row["label"] for row in rows] == [row.label for row in TABLES["table4"][1]]
     for row in rows:
         assert set(row["per_seed"]) == {"0", "1"}
-        assert all(0 <= v <= 100 for v in row["mean"].values())
+        for kind, mean in row["mean"].items():
+            per_seed = [row["per_seed"][seed][kind]["miou"] for seed in ("0", "1")]
+            assert mean == pytest.approx(sum(per_seed) / 2)
+            assert row["std"][kind] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
     markdown = (tmp_path / "RESULTS.md").read_text()
-    assert "| log-cosh Dice + BCE |" in markdown and "cross-attention" in markdown
+    assert "| log-cosh Dice + BCE |" in markdown and "| cross-attention, DAAM threshold |" in markdown
+    assert set(report["references"]["test-seen"]) >= {"predict_everything", "oracle", "cross_attention"}
     # A rerun finds every run evaluated and only rewrites the report.
     again = run_results(_results_config(tmp_path), **_components())
     assert again is not None and again["tables"] == report["tables"]

@@ -16,7 +16,8 @@ from conftest import config, generate
 from groundiff import train as train_module
 from groundiff.cli import main
 from groundiff.data import GroundingDataset
-from groundiff.evaluate import evaluate_attention, evaluate_checkpoint, evaluate_dataset
+from groundiff.evaluate import evaluate_checkpoint, evaluate_dataset
+from groundiff.evaluate_references import attention_scores
 from groundiff.ground import objects_from_prompt
 from groundiff.train import load_grounding_model, resume, train
 from groundiff.train_config import TrainConfig
@@ -110,7 +111,16 @@ def test_evaluate_and_ground_commands(sets, tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", *data, "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert set(results) == {"test-seen", "test-unseen"}
-    assert set(results["test-unseen"]) == {"miou", "miou_per_image", "per_class", "samples"}
+    assert set(results["test-unseen"]) == {
+        "miou",
+        "miou_ci95",
+        "miou_per_image",
+        "per_class",
+        "classes_covered",
+        "samples",
+        "target",
+        "references",
+    }
     assert set(results["test-unseen"]["per_class"]) <= {"tvmonitor", "car", "dog", "sofa", "train"}
     assert out.with_suffix(".md").exists() and (tmp_path / "eval" / "results_examples.png").exists()
     prompt = "a photograph of a dog and a sofa"
@@ -180,18 +190,42 @@ def test_evaluation_refuses_mismatched_layouts_and_non_test_sets(sets, sd1_pipe,
     assert not (tmp_path / "out.json").exists()
 
 
-def test_cross_attention_reference_is_scored_beside_the_model(sets, sd1_pipe, tmp_path):
+def predict_everything_by_hand(folder) -> float:
+    """Category-wise mIoU (percent) of all-True masks: per class, target pixels over all pixels of its images."""
+    covered, pixels = {}, {}
+    for record in GroundingDataset([folder], features=False):
+        for name, mask in zip(record.classes, record.masks, strict=True):
+            covered[name] = covered.get(name, 0) + int(mask.sum())
+            pixels[name] = pixels.get(name, 0) + mask.size
+    return 100 * sum(covered[c] / pixels[c] for c in covered) / len(covered)
+
+
+def test_references_are_scored_beside_the_model(sets, sd1_pipe, tmp_path):
     train(run_config(sets, tmp_path / "run", epochs=1))
-    with_maps = tmp_path / "test-unseen"
+    with_maps, val = tmp_path / "test-unseen", tmp_path / "val"
     generate(config(with_maps, set="test-unseen", num_samples=3, attention_maps=True), sd1_pipe)
+    generate(config(val, set="val", num_samples=3, attention_maps=True), sd1_pipe)
     record = next(iter(GroundingDataset([with_maps])))
     assert record.attention.shape == (2, 16, 16) and record.attention.dtype == torch.float16
-    report = evaluate_checkpoint(tmp_path / "run" / "best", [with_maps], tmp_path / "out.json", attention_baseline=True)
-    baseline = report.results["test-unseen"]["attention_baseline"]
-    assert 0 <= baseline["miou"] <= 100 and baseline["samples"] == 3
-    assert "cross-attention reference" in report.markdown_path.read_text()
+    best = tmp_path / "run" / "best"
+    report = evaluate_checkpoint(best, [with_maps], tmp_path / "out.json", attention_baseline=True, val=[val])
+    result = report.results["test-unseen"]
+    references = result["references"]
+    assert set(references) == {"predict_everything", "oracle", "cross_attention", "cross_attention_argmax"}
+    assert references["predict_everything"]["miou"] == pytest.approx(predict_everything_by_hand(with_maps))
+    assert references["oracle"]["miou"] > references["predict_everything"]["miou"]
+    assert references["cross_attention"]["tuned_on"] == str(val)
+    assert result["target"] == "labeler" and result["classes_covered"] == len(result["per_class"])
+    low, high = result["miou_ci95"]
+    assert low <= result["miou"] <= high
+    markdown = report.markdown_path.read_text()
+    assert "predict every pixel (floor)" in markdown and "cross-attention, DAAM threshold" in markdown
+    untuned = evaluate_checkpoint(best, [with_maps], tmp_path / "untuned.json", attention_baseline=True)
+    assert untuned.results["test-unseen"]["references"]["cross_attention"]["threshold"] == 0.4
+    with pytest.raises(ValueError, match="--val takes validation sets"):
+        evaluate_checkpoint(best, [with_maps], tmp_path / "x.json", attention_baseline=True, val=[with_maps])
     with pytest.raises(ValueError, match="no cross-attention maps"):
-        evaluate_attention(GroundingDataset([sets["test-unseen"]], features=False))
+        attention_scores(next(iter(GroundingDataset([sets["test-unseen"]], features=False))))
 
 
 def test_a_layout_with_fewer_levels_trains_with_default_sizes(sd1_pipe, tmp_path):

@@ -72,6 +72,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_truth_set(args: argparse.Namespace) -> int:
+    from groundiff.config_io import build_config
+    from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    config = build_config(TruthSetConfig, args.config, args)
+    folder = make_truth_set(config)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    print(f"truth set {config.set} -> {folder}: {manifest['samples']} renders with exact masks")
+    return 0
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     from groundiff.data.annotate import label_set
     from groundiff.labeling.registry import load_labeler
@@ -121,6 +133,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.out),
         top_quality=args.top_quality,
         attention_baseline=args.attention_baseline,
+        val=[Path(v) for v in args.val or []],
     )
     print(results_table(report.results), end="")
     for path in (report.json_path, report.markdown_path, *report.pictures):
@@ -242,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
     generate.set_defaults(run=_cmd_generate)
 
+    from groundiff.miniworld.truth import TruthSetConfig
+
+    truth = _config_command(
+        commands,
+        "truth-set",
+        TruthSetConfig,
+        "make a mini-world truth set: renders with exact masks, features from one U-Net pass (for evaluate)",
+    )
+    truth.set_defaults(run=_cmd_truth_set)
+
     label = commands.add_parser("label", help="relabel a generated set with another labeler, into a new set")
     label.add_argument("--data", required=True, help="a complete set folder")
     label.add_argument("--labeler", required=True, help="maskrcnn, maskrcnn-v1 or miniworld")
@@ -261,9 +284,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     train.set_defaults(run=_cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="mIoU of a trained checkpoint on test sets, with pictures")
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="mIoU of a trained checkpoint on test sets beside floors, ceilings and references",
+        description=(
+            "Category-wise mIoU with 95%% bootstrap intervals of a checkpoint on generated test sets (scored "
+            "against the labeler's masks) and truth sets (mini-world renders scored against their exact masks; "
+            "make them with `groundiff truth-set`), beside predict-every-pixel, the oracle at the model's output "
+            "resolution, the colour threshold and the labeler (mini world), and optionally the cross-attention "
+            "reference with its threshold tuned on --val. Example: groundiff evaluate --checkpoint run/best "
+            "--data data/test-seen truth/test-seen --val data/val truth/val --attention-baseline --out eval.json"
+        ),
+    )
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (runs/.../best)")
-    evaluate.add_argument("--data", required=True, nargs="+", help="test set folders")
+    evaluate.add_argument(
+        "--data", required=True, nargs="+", help="test set folders: generated sets and/or truth sets, one per kind"
+    )
+    evaluate.add_argument(
+        "--val",
+        nargs="+",
+        default=None,
+        help="validation sets (generated and/or truth, with attention maps) on which the cross-attention "
+        "thresholds are chosen; without them DAAM's 0.4 is used",
+    )
     evaluate.add_argument("--out", required=True, help="results JSON; .md table and PNG pictures go beside it")
     evaluate.add_argument("--top-quality", type=float, default=None, help="keep this top fraction by IQA score")
     evaluate.add_argument(

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 TEST_SETS = ("test-seen", "test-mixed", "test-unseen")
 DEMO_SETS = ("train", "val", *TEST_SETS)
+# Renders with exact masks (mini world only), as big as the generated set of the same kind.
+TRUTH_SETS = ("val", *TEST_SETS)
 # Samples per set at --size 1 (about 10 minutes on 2 CPU cores); --size scales them all.
 DEMO_SET_SIZES = {"train": 320, "val": 48, "test-seen": 48, "test-mixed": 48, "test-unseen": 48}
 
@@ -39,6 +41,7 @@ class DemoConfig:
     epochs: int = option(10, "grounding-model training epochs")
     batch_size: int = option(4, "training batch size")
     seed: int = option(0, "seed of the sets and the training")
+    threads: int | None = option(2, "torch CPU threads; results repeat exactly for a given seed and thread count")
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -63,6 +66,10 @@ def run_demo(
     from groundiff.train_config import TrainConfig
 
     start = time.perf_counter()
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
     out = Path(config.out)
     own = config.model == "miniworld"
     if own and pipe is None:
@@ -71,7 +78,8 @@ def run_demo(
         pipe = load_pipeline("miniworld", device="cpu")
     # 1. Data: one set of each kind, generated once (a rerun finds them complete).
     generate_demo_sets(config, pipe=pipe, labeler=labeler, scorer=scorer)
-    keep_rates = read_keep_rates(out)
+    truth_sets = make_demo_truth_sets(config, pipe=pipe) if own else []
+    keep_rates = read_keep_rates(out / "data")
     # 2. The grounding model, the improved method.
     run = out / "run"
     train_config = TrainConfig(
@@ -81,23 +89,31 @@ def run_demo(
         epochs=config.epochs,
         batch_size=config.batch_size,
         seed=config.seed,
+        threads=config.threads,
         progress=config.progress,
     )
     train_or_resume(train_config)
-    # 3. Evaluation beside the cross-attention reference.
-    tests = [out / "data" / kind for kind in TEST_SETS]
-    evaluation = evaluate_checkpoint(run / "best", tests, out / "results.json", attention_baseline=True)
+    # 3. Evaluation beside the floors, ceilings and references, on generated and truth sets.
+    tests = [out / "data" / kind for kind in TEST_SETS] + [f for f in truth_sets if not f.name.endswith("-val")]
+    vals = [out / "data" / "val"] + [f for f in truth_sets if f.name.endswith("-val")]
+    evaluation = evaluate_checkpoint(run / "best", tests, out / "results.json", attention_baseline=True, val=vals)
     if labeler_miou is None and own:
         from groundiff.labeling.registry import load_labeler
         from groundiff.miniworld.evaluate import measure_labeler
 
         chosen: Any = labeler or load_labeler("miniworld")
         labeler_miou = measure_labeler(chosen, count=200)["miou"]
+    results = evaluation.results
     report = {
-        "miou": {k: round(v["miou"], 2) for k, v in evaluation.results.items()},
-        "miou_per_image": {k: round(v["miou_per_image"], 2) for k, v in evaluation.results.items()},
-        "attention_baseline_miou": {
-            k: round(v["attention_baseline"]["miou"], 2) for k, v in evaluation.results.items()
+        "miou": {k: round(v["miou"], 2) for k, v in results.items()},
+        "miou_ci95": {k: [round(b, 2) for b in v["miou_ci95"]] for k, v in results.items()},
+        "miou_per_image": {k: round(v["miou_per_image"], 2) for k, v in results.items()},
+        "classes_covered": {k: v["classes_covered"] for k, v in results.items()},
+        "target": {k: v["target"] for k, v in results.items()},
+        "references": {k: {r: round(row["miou"], 2) for r, row in v["references"].items()} for k, v in results.items()},
+        "attention_thresholds": {
+            k: {r: row["threshold"] for r, row in v["references"].items() if "threshold" in row}
+            for k, v in results.items()
         },
         "keep_rate": round(sum(keep_rates.values()) / len(keep_rates), 4),
         "keep_rate_per_set": {k: round(v, 4) for k, v in keep_rates.items()},
@@ -130,7 +146,7 @@ def generate_demo_sets(
             guidance_scale=config.guidance_scale,
             seed=config.seed,
             batch_size=16,
-            attention_maps=kind in TEST_SETS,
+            attention_maps=kind != "train",  # the val set tunes the cross-attention threshold
             feature_storage=config.feature_storage,
             feature_blocks=config.feature_blocks,
             progress=config.progress,
@@ -138,13 +154,32 @@ def generate_demo_sets(
         generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer, worker=worker, workers=workers)
 
 
-def read_keep_rates(out: Path) -> dict[str, float]:
-    """Share of generated samples kept by the discard rule, per demo set, from the manifests."""
+def make_demo_truth_sets(config: DemoConfig, *, pipe: Any) -> list[Path]:
+    """The mini world's truth sets beside the generated ones: `<out>/data/truth-<kind>`."""
+    from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
+
+    folders = []
+    for kind in TRUTH_SETS:
+        truth = TruthSetConfig(
+            out=str(Path(config.out) / "data" / f"truth-{kind}"),
+            set=kind,
+            num_samples=config.set_size(kind),
+            seed=config.seed,
+            steps=config.steps,
+            feature_blocks=config.feature_blocks,
+            progress=config.progress,
+        )
+        folders.append(make_truth_set(truth, pipe=pipe))
+    return folders
+
+
+def read_keep_rates(data: Path) -> dict[str, float]:
+    """Share of generated samples kept by the discard rule, per demo set, from the manifests in `data`."""
     from groundiff.data.manifest import MANIFEST_FILE
 
     rates = {}
     for kind in DEMO_SETS:
-        manifest = json.loads((out / "data" / kind / MANIFEST_FILE).read_text())
+        manifest = json.loads((data / kind / MANIFEST_FILE).read_text())
         rates[kind] = manifest["samples"] / (manifest["samples"] + manifest["discarded"])
     return rates
 

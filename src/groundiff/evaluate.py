@@ -15,13 +15,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from groundiff.batching import ClassEmbedder, collate
 from groundiff.data.dataset import GroundingDataset
 from groundiff.data.records import SampleRecord
 from groundiff.data.shards import write_json_atomic, write_text_atomic
+from groundiff.evaluate_references import (
+    ATTENTION_ROWS,
+    DAAM_THRESHOLD,
+    score_references,
+    tune_attention_thresholds,
+)
 from groundiff.metrics import IoUAccumulator
 
 
@@ -55,36 +60,15 @@ def evaluate_dataset(
     return summarize(accumulator)
 
 
-# DAAM's threshold on heat maps normalised to [0, 1].
-ATTENTION_THRESHOLD = 0.4
-
-
-def evaluate_attention(dataset: Dataset[SampleRecord], threshold: float = ATTENTION_THRESHOLD) -> dict[str, Any]:
-    """mIoU of the training-free reference: each class's stored cross-attention heat map > `threshold`.
-
-    Raises:
-        ValueError: the set was generated without attention maps.
-    """
-    accumulator = IoUAccumulator()
-    for position in range(len(dataset)):  # type: ignore[arg-type]
-        record = dataset[position]
-        if record.attention is None:
-            raise ValueError(
-                f"Sample {record.index} has no cross-attention maps; generate the test set with --attention-maps true."
-            )
-        size = record.image.shape[:2]
-        heat = F.interpolate(record.attention.float()[None], size=size, mode="bilinear", align_corners=False)[0]
-        target = torch.from_numpy(np.stack(record.masks))  # (N, H, W) bool
-        accumulator.update(heat > threshold, target, record.classes)
-    return summarize(accumulator)
-
-
 def summarize(accumulator: IoUAccumulator) -> dict[str, Any]:
+    """The accumulator's summary in percent: mIoU, its 95 % bootstrap interval, per image, per class."""
+    summary = accumulator.summary()
     return {
-        "miou": 100 * accumulator.category_miou(),
-        "miou_per_image": 100 * accumulator.image_miou(),
-        "per_class": {name: 100 * iou for name, iou in sorted(accumulator.per_class().items())},
-        "samples": accumulator.samples,
+        **summary,
+        "miou": 100 * summary["miou"],
+        "miou_ci95": [100 * bound for bound in summary["miou_ci95"]],
+        "miou_per_image": 100 * summary["miou_per_image"],
+        "per_class": {name: 100 * iou for name, iou in summary["per_class"].items()},
     }
 
 
@@ -96,6 +80,12 @@ class EvaluationReport:
     pictures: list[Path]
 
 
+def set_kind(folder: Path) -> str:
+    """`kind` of a set, prefixed `truth-` for truth sets (exact masks): `test-seen`, `truth-test-seen`, …"""
+    config = json.loads((folder / "config.json").read_text())
+    return ("truth-" if config.get("labeler") == "exact" else "") + config.get("set", "")
+
+
 def evaluate_checkpoint(
     checkpoint: Path,
     data: list[Path],
@@ -103,15 +93,21 @@ def evaluate_checkpoint(
     *,
     top_quality: float | None = None,
     attention_baseline: bool = False,
+    val: list[Path] | None = None,
     device: str = "cpu",
 ) -> EvaluationReport:
-    """Evaluate a checkpoint on test sets; writes the JSON `out`, a markdown table and pictures beside it.
+    """Evaluate a checkpoint on test sets beside the floors, ceilings and references; writes the JSON `out`,
+    a markdown table and pictures beside it.
 
-    With `attention_baseline`, each set's entry also holds `attention_baseline`: the same metrics for
-    the training-free cross-attention reference (the sets need stored attention maps).
+    Each set's entry holds the model's `miou`, `miou_ci95`, `classes_covered`, `per_class`, the `target`
+    it is scored against (`labeler` masks on generated sets, `exact` masks on truth sets) and
+    `references` (see `evaluate_references`). With `attention_baseline`, the cross-attention rows are
+    scored too (the sets need stored attention maps), at thresholds chosen on the validation sets
+    `val` of the same source (generated or truth), else at DAAM's 0.4.
 
     Raises:
-        ValueError: a set whose features do not match the checkpoint's layout, or from another model.
+        ValueError: a set whose features do not match the checkpoint's layout, from another model,
+            or not a test set.
     """
     from groundiff.pipelines import load_text_components
     from groundiff.train import load_grounding_model, open_set, set_model_name
@@ -119,6 +115,9 @@ def evaluate_checkpoint(
     model, meta = load_grounding_model(checkpoint, device)
     text_encoder, tokenizer = load_text_components(meta["text_model"])
     embedder = ClassEmbedder(text_encoder, tokenizer, meta["template"], end_of_text=meta["end_of_text"])
+    native_side = max(int(shape[-1]) for shape in meta["feature_shapes"].values())
+    world_rules = _world_rules(meta["text_model"])
+    thresholds = _attention_thresholds(val or []) if attention_baseline else {}
     results: dict[str, dict[str, Any]] = {}
     examples: dict[str, list[tuple[SampleRecord, np.ndarray]]] = {}
     for folder in data:
@@ -127,12 +126,14 @@ def evaluate_checkpoint(
                 f"Set {str(folder)!r} was generated by {set_model_name(str(folder))!r}, the checkpoint was trained "
                 f"on features of {meta['text_model']!r}; evaluate it on sets of the same model."
             )
-        kind = json.loads((folder / "config.json").read_text()).get("set", "")
-        if not kind.startswith("test-"):
+        kind = set_kind(folder)
+        if not kind.removeprefix("truth-").startswith("test-"):
             raise ValueError(
                 f"Set {str(folder)!r} is a {kind!r} set; evaluate on test sets (test-seen, test-mixed, test-unseen), "
                 f"which the grounding model never trained on."
             )
+        if kind in results:
+            raise ValueError(f"Two {kind!r} sets given ({str(folder)!r} is the second); give one set of each kind.")
         dataset = open_set(str(folder), top_quality=top_quality)
         shapes = {k: list(v.shape) for k, v in dataset[0].features.items()}
         if shapes != meta["feature_shapes"]:
@@ -140,10 +141,17 @@ def evaluate_checkpoint(
                 f"Set {str(folder)!r} stores features {shapes}, the checkpoint expects {meta['feature_shapes']}; "
                 f"generate the set with the same blocks, steps and layout as the training set."
             )
-        results[kind] = evaluate_dataset(model, dataset, embedder)
-        if attention_baseline:
-            plain = GroundingDataset([folder], features=False, top_quality=top_quality)
-            results[kind]["attention_baseline"] = evaluate_attention(plain)
+        truth = kind.startswith("truth-")
+        results[kind] = {**evaluate_dataset(model, dataset, embedder), "target": "exact" if truth else "labeler"}
+        plain = GroundingDataset([folder], features=False, top_quality=top_quality)
+        results[kind]["references"] = score_references(
+            plain,
+            native_side=native_side,
+            attention=thresholds.get("truth" if truth else "generated"),
+            colour_rule=world_rules.get("colour_threshold"),
+            two_colours=world_rules.get("two_colours"),
+            labeler_rule=world_rules.get("labeler") if truth else None,
+        )
         examples[kind] = _examples(model, dataset, embedder, count=4)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, results)
@@ -156,6 +164,48 @@ def evaluate_checkpoint(
     return EvaluationReport(results, out, markdown, pictures)
 
 
+def _attention_thresholds(val: list[Path]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per source (`generated`, `truth`), the cross-attention thresholds tuned on the validation set of
+    that source; a source without one uses DAAM's threshold for both rules."""
+    default = {row: {"threshold": DAAM_THRESHOLD, "tuned_on": "none (DAAM's threshold)"} for row in ATTENTION_ROWS}
+    chosen = {"generated": default, "truth": default}
+    for folder in val:
+        kind = set_kind(folder)
+        if kind.removeprefix("truth-") != "val":
+            raise ValueError(f"--val takes validation sets; {str(folder)!r} is a {kind!r} set.")
+        tuned = tune_attention_thresholds(GroundingDataset([folder], features=False))
+        source = "truth" if kind.startswith("truth-") else "generated"
+        chosen[source] = {row: {**setting, "tuned_on": str(folder)} for row, setting in tuned.items()}
+    return chosen
+
+
+def _world_rules(model_name: str) -> dict[str, Any]:
+    """The reference rules a world brings beyond the generic ones: the mini world's colour threshold
+    and its labeler (scored against exact masks on truth sets)."""
+    if model_name != "miniworld":
+        return {}
+    from groundiff.labeling.registry import load_labeler
+    from groundiff.miniworld.colour_threshold import colour_threshold_masks
+    from groundiff.miniworld.vocabulary import split_class_name
+
+    labeler = load_labeler("miniworld")
+
+    def colour(record: SampleRecord, target: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(colour_threshold_masks(record.image, record.classes))
+
+    def labeled(record: SampleRecord, target: torch.Tensor) -> torch.Tensor:
+        found = labeler.label(record.image[None].copy(), [record.classes])[0].masks  # decoded PNGs are read-only
+        return torch.stack(
+            [torch.from_numpy(found[c]) if c in found else torch.zeros_like(target[0]) for c in record.classes]
+        )
+
+    def two_colours(record: SampleRecord) -> bool:
+        colours = [split_class_name(name)[0] for name in record.classes]
+        return len(set(colours)) == len(colours)
+
+    return {"colour_threshold": colour, "two_colours": two_colours, "labeler": labeled}
+
+
 def _examples(
     model: torch.nn.Module, dataset: Dataset[SampleRecord], embedder: ClassEmbedder, count: int
 ) -> list[tuple[SampleRecord, np.ndarray]]:
@@ -165,13 +215,40 @@ def _examples(
     return [(record, predicted[i, : len(record.classes)]) for i, record in enumerate(records)]
 
 
+REFERENCE_LABELS = {
+    "predict_everything": "predict every pixel (floor)",
+    "oracle": "oracle at the model's output side (ceiling)",
+    "cross_attention": "cross-attention, DAAM threshold",
+    "cross_attention_argmax": "cross-attention, DAAM argmax",
+    "colour_threshold": "colour threshold (knows the world's colours)",
+    "colour_threshold_two_colours": "colour threshold, images of two colours",
+    "labeler": "labeler vs exact masks",
+}
+
+
+def format_miou(row: dict[str, Any]) -> str:
+    """`71.2 [69.8, 72.5]`: a category-wise mIoU with its 95 % bootstrap interval."""
+    low, high = row["miou_ci95"]
+    return f"{row['miou']:.1f} [{low:.1f}, {high:.1f}]"
+
+
 def results_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown: one row per set with category-wise mIoU, the per-image figure and sample count."""
+    """Markdown: one column per set; rows are the model and every reference scored on that set."""
+    names = list(results)
     lines = [
-        "| set | mIoU (category-wise) | mIoU per image (reference) | cross-attention reference mIoU | samples |",
-        "|---|---|---|---|---|",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        "| masks scored against | " + " | ".join(str(results[n].get("target", "labeler")) for n in names) + " |",
+        "| **grounding model** | " + " | ".join(f"**{format_miou(results[n])}**" for n in names) + " |",
     ]
-    for name, row in results.items():
-        baseline = f"{row['attention_baseline']['miou']:.2f}" if "attention_baseline" in row else "–"
-        lines.append(f"| {name} | {row['miou']:.2f} | {row['miou_per_image']:.2f} | {baseline} | {row['samples']} |")
+    for key, label in REFERENCE_LABELS.items():
+        cells = []
+        for name in names:
+            row = results[name].get("references", {}).get(key)
+            threshold = f" (τ {row['threshold']:.2f})" if row and "threshold" in row else ""
+            cells.append(format_miou(row) + threshold if row else "–")
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("| classes covered | " + " | ".join(str(results[n]["classes_covered"]) for n in names) + " |")
+    lines.append("| images | " + " | ".join(str(results[n]["samples"]) for n in names) + " |")
     return "\n".join(lines) + "\n"

@@ -9,6 +9,9 @@ Two figures are reported:
 - **per-image mIoU** (`IoUAccumulator.image_miou`, the reference code's figure): the mean over
   images of the mean over the image's classes of I_{i,c} / U_{i,c}, taking 0 when U_{i,c} = 0.
 
+Uncertainty: `IoUAccumulator.bootstrap_ci` resamples the test images with replacement and recomputes
+the category-wise mIoU on each resample; the 2.5th and 97.5th percentiles are its 95 % interval.
+
 Predicted masks are `sigmoid(logits) > 0.5` (`masks_from_logits`).
 Legend for shape comments: B batch, N classes, H×W mask side.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -33,6 +37,8 @@ class IoUAccumulator:
         self.intersections: dict[str, int] = {}
         self.unions: dict[str, int] = {}
         self.image_mious: list[float] = []
+        # Per image: its class names and their intersections and unions, for the bootstrap.
+        self.image_counts: list[tuple[list[str], list[int], list[int]]] = []
 
     @property
     def samples(self) -> int:
@@ -78,6 +84,7 @@ class IoUAccumulator:
         unions = (pred | target).sum(dim=2).tolist()  # (B, N)
         for names, image_i, image_u in zip(batch_names, intersections, unions, strict=True):
             ious = []
+            self.image_counts.append((names, image_i[: len(names)], image_u[: len(names)]))
             for name, i, u in zip(names, image_i, image_u, strict=False):
                 self.intersections[name] = self.intersections.get(name, 0) + i
                 self.unions[name] = self.unions.get(name, 0) + u
@@ -90,6 +97,7 @@ class IoUAccumulator:
             self.intersections[name] = self.intersections.get(name, 0) + i
             self.unions[name] = self.unions.get(name, 0) + other.unions[name]
         self.image_mious.extend(other.image_mious)
+        self.image_counts.extend(other.image_counts)
 
     def _require_samples(self) -> None:
         if not self.samples:
@@ -112,11 +120,45 @@ class IoUAccumulator:
         self._require_samples()
         return sum(self.image_mious) / len(self.image_mious)
 
+    @property
+    def classes_covered(self) -> int:
+        """Number of classes the category-wise mean runs over (those named by at least one image)."""
+        return len(self.unions)
+
+    def bootstrap_ci(self, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+        """Percentile bootstrap interval of the category-wise mIoU (in [0, 1]) over the images.
+
+        Each resample draws `samples` images with replacement and recomputes every IoU_c from the drawn
+        images' counts; a class none of the drawn images names leaves that resample's mean, as it
+        would leave the mean of such a test set. Seeded: the same counts give the same interval.
+        """
+        self._require_samples()
+        names = sorted(self.unions)
+        column = {name: c for c, name in enumerate(names)}
+        n, k = self.samples, len(names)
+        inter, union, named = np.zeros((n, k)), np.zeros((n, k)), np.zeros((n, k))  # (images, classes)
+        for row, (image_names, image_i, image_u) in enumerate(self.image_counts):
+            for name, i, u in zip(image_names, image_i, image_u, strict=True):
+                inter[row, column[name]] += i
+                union[row, column[name]] += u
+                named[row, column[name]] = 1
+        rng = np.random.default_rng(seed)
+        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)])  # (R, n)
+        i_sum, u_sum, present = weights @ inter, weights @ union, (weights @ named) > 0  # (R, classes) each
+        iou = np.divide(i_sum, u_sum, out=np.zeros_like(i_sum), where=u_sum > 0)
+        means = (iou * present).sum(axis=1) / present.sum(axis=1)  # (R,)
+        tail = (1 - level) / 2 * 100
+        low, high = np.percentile(means, [tail, 100 - tail])
+        return float(low), float(high)
+
     def summary(self) -> dict[str, Any]:
-        """`{"miou", "miou_per_image", "per_class", "samples"}`, the evaluation JSON of one set."""
+        """The evaluation JSON of one set: mIoU with its 95 % bootstrap interval, per-image mIoU, per class,
+        the number of classes the mean covers and of images."""
         return {
             "miou": self.category_miou(),
+            "miou_ci95": list(self.bootstrap_ci()),
             "miou_per_image": self.image_miou(),
             "per_class": self.per_class(),
+            "classes_covered": self.classes_covered,
             "samples": self.samples,
         }

@@ -27,7 +27,15 @@ from groundiff.demo import DEMO_SETS, TEST_SETS, DemoConfig
 
 log = logging.getLogger(__name__)
 
-SET_LABELS = {"test-seen": "seen", "test-mixed": "seen+unseen", "test-unseen": "unseen"}
+SET_LABELS = {
+    "test-seen": "seen",
+    "test-mixed": "seen+unseen",
+    "test-unseen": "unseen",
+    "truth-test-seen": "truth seen",
+    "truth-test-mixed": "truth seen+unseen",
+    "truth-test-unseen": "truth unseen",
+}
+TRUTH_TEST_SETS = tuple(f"truth-{kind}" for kind in TEST_SETS)
 IQA_FRACTION = 0.8
 
 
@@ -96,6 +104,11 @@ class ResultsConfig:
     """The measurement: demo data at `size`, every row of `tables`, once per seed in `seeds`."""
 
     out: str = option("runs/results", "folder: data/, runs/, results.json, RESULTS.md")
+    data: str | None = option(
+        None,
+        "folder of complete pre-generated sets (train, val, test-*; truth-val, truth-test-* when present), "
+        "e.g. the paper-sized ones; default: <out>/data, generated at --size",
+    )
     model: str = option("miniworld", "the diffusion model that generates the sets (the mini world brings its labeler)")
     size: float = option(2.0, "demo set-size multiplier (2: train 640, val 96, each test set 96)")
     seeds: tuple[int, ...] = option((0, 1, 2), "training seeds (comma-separated); every row runs once per seed")
@@ -104,6 +117,12 @@ class ResultsConfig:
     steps: int = option(20, "denoising steps of the generated sets")
     guidance_scale: float = option(4.0, "classifier-free guidance scale of the generated sets")
     batch_size: int = option(1, "training batch size (the paper's setting is 1)")
+    threads: int | None = option(2, "torch CPU threads per process; runs repeat exactly for a given seed and count")
+    train_samples: int | None = option(
+        None,
+        "size of the whole training set the rows' fractions refer to (default: the train set's); rows that "
+        "need more samples than the set holds are reported as not run",
+    )
     worker: int = option(0, "this process's rank when several share the runs")
     workers: int = option(1, "number of processes sharing the runs")
     progress: bool = option(True, "show progress bars")
@@ -116,6 +135,9 @@ class ResultsConfig:
             raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1,2.")
         if not 0 <= self.worker < self.workers:
             raise ValueError(f"--worker {self.worker} does not exist among --workers {self.workers}.")
+
+    def data_folder(self) -> Path:
+        return Path(self.data) if self.data else Path(self.out) / "data"
 
     def demo(self) -> DemoConfig:
         return DemoConfig(
@@ -138,17 +160,23 @@ class Run:
     seed: int
 
 
-def plan_runs(config: ResultsConfig, train_samples: int) -> tuple[list[Run], dict[tuple[str, str], str]]:
-    """The distinct runs of the chosen tables, and the run name of each (table, row label)."""
+def plan_runs(config: ResultsConfig, train_samples: int) -> tuple[list[Run], dict[tuple[str, str], str | None]]:
+    """The distinct runs of the chosen tables, and the run name of each (table, row label): None for a
+    row whose share of `config.train_samples` is more than the `train_samples` the set holds."""
     from groundiff.experiments import experiment_config
 
     names_by_fields: dict[tuple[tuple[str, Any], ...], str] = {}
-    row_runs: dict[tuple[str, str], str] = {}
+    row_runs: dict[tuple[str, str], str | None] = {}
+    whole = config.train_samples or train_samples
     for table in config.tables:
         for row in TABLES[table][1]:
             fields = dict(_effective_fields(experiment_config(row.experiment)), batch_size=config.batch_size)
-            if row.train_fraction < 1.0:
-                fields["max_train_samples"] = max(1, round(train_samples * row.train_fraction))
+            wanted = max(1, round(whole * row.train_fraction))
+            if wanted > train_samples:
+                row_runs[(table, row.label)] = None
+                continue
+            if wanted < train_samples:
+                fields["max_train_samples"] = wanted
             key = tuple(sorted(fields.items()))
             suffix = "" if row.train_fraction == 1.0 else f"-frac{row.train_fraction:g}"
             row_runs[(table, row.label)] = names_by_fields.setdefault(key, row.experiment + suffix)
@@ -181,14 +209,18 @@ def run_results(
     from groundiff.pipelines import load_pipeline
 
     start = time.perf_counter()
-    out = Path(config.out)
-    if not _data_complete(out):
+    out, data = Path(config.out), config.data_folder()
+    if config.data and not _data_complete(data):
+        raise FileNotFoundError(
+            f"--data {config.data!r} must hold complete sets {', '.join(DEMO_SETS)} (each with its manifest.json)."
+        )
+    if not _data_complete(data):
         pipe = pipe if pipe is not None else load_pipeline(config.model, device="cpu")
         generate_demo_sets(
             config.demo(), pipe=pipe, labeler=labeler, scorer=scorer, worker=config.worker, workers=config.workers
         )
-    _wait_for(lambda: _data_complete(out), "the other workers' share of the data")
-    runs, row_runs = plan_runs(config, train_samples=_set_samples(out / "data" / "train"))
+    _wait_for(lambda: _data_complete(data), "the other workers' share of the data")
+    runs, row_runs = plan_runs(config, train_samples=_set_samples(data / "train"))
     mine = [run for i, run in enumerate(runs) if i % config.workers == config.worker]
     tops = {row.top_quality for t in config.tables for row in TABLES[t][1]}
     for position, run in enumerate(mine):
@@ -203,10 +235,17 @@ def run_results(
     return report
 
 
-def _data_complete(out: Path) -> bool:
+def _data_complete(data: Path) -> bool:
     from groundiff.data.manifest import MANIFEST_FILE
 
-    return all((out / "data" / kind / MANIFEST_FILE).exists() for kind in DEMO_SETS)
+    return all((data / kind / MANIFEST_FILE).exists() for kind in DEMO_SETS)
+
+
+def _truth_sets(data: Path, kinds: tuple[str, ...]) -> list[Path]:
+    """The complete truth sets of `kinds` in the data folder (the mini world's; absent elsewhere)."""
+    from groundiff.data.manifest import MANIFEST_FILE
+
+    return [data / kind for kind in kinds if (data / kind / MANIFEST_FILE).exists()]
 
 
 def _wait_for(done: Callable[[], bool], what: str, poll_s: float = 10.0) -> None:
@@ -235,85 +274,126 @@ def _top_key(top_quality: float | None) -> str:
 
 
 def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) -> None:
-    """Train (or resume) one run and evaluate its best checkpoint on every test-set filter; skip a finished one."""
+    """Train (or resume) one run and evaluate its best checkpoint on every test-set filter; skip a finished one.
+
+    The unfiltered evaluation also scores the truth sets (when the data has them) and every reference.
+    """
     from groundiff.data.shards import write_json_atomic
     from groundiff.evaluate import evaluate_checkpoint
     from groundiff.train import train_or_resume
     from groundiff.train_config import TrainConfig
 
-    out = Path(config.out)
+    out, data = Path(config.out), config.data_folder()
     if _evaluation_path(out, run).exists():
         return
     folder = _run_dir(out, run)
     train_config = TrainConfig(
-        train=str(out / "data" / "train"),
-        val=str(out / "data" / "val"),
+        train=str(data / "train"),
+        val=str(data / "val"),
         out=str(folder),
         seed=run.seed,
+        threads=config.threads,
         progress=config.progress,
         **dict(run.fields),
     )
+    cpu_start = time.process_time()
     report = train_or_resume(train_config)
-    tests = [out / "data" / kind for kind in TEST_SETS]
     evaluation: dict[str, Any] = {
         "best_epoch": report.best_epoch,
         "val_miou": report.best_val_miou,
         "train_seconds": round(sum(r["seconds"] for r in report.history), 1),
+        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "threads": config.threads,
         "fields": dict(run.fields),
     }
+    generated = [data / kind for kind in TEST_SETS]
+    truth = _truth_sets(data, TRUTH_TEST_SETS)
+    vals = [data / "val", *_truth_sets(data, ("truth-val",))]
     for top in sorted(tops, key=lambda t: t or 1.0, reverse=True):
-        result = evaluate_checkpoint(folder / "best", tests, folder / f"test-{_top_key(top)}.json", top_quality=top)
-        evaluation[_top_key(top)] = {kind: r["miou"] for kind, r in result.results.items()}
+        # Truth sets have no quality scores: the top-quality filters apply to generated sets only.
+        tests = generated + truth if top is None else generated
+        result = evaluate_checkpoint(
+            folder / "best",
+            tests,
+            folder / f"test-{_top_key(top)}.json",
+            top_quality=top,
+            attention_baseline=top is None,
+            val=vals,
+        )
+        evaluation[_top_key(top)] = {kind: _headline(r) for kind, r in result.results.items()}
+        if top is None:
+            evaluation["references"] = {
+                kind: {name: _headline(row) for name, row in r["references"].items()}
+                for kind, r in result.results.items()
+            }
     write_json_atomic(_evaluation_path(out, run), evaluation)
     # The resumable last/ state (optimizer moments) is no longer needed once evaluated; best/ stays.
     shutil.rmtree(folder / "last", ignore_errors=True)
 
 
-def attention_reference(out: Path) -> dict[str, float]:
-    """mIoU of the training-free cross-attention reference on each test set (seed-independent)."""
-    from groundiff.data.dataset import GroundingDataset
-    from groundiff.evaluate import evaluate_attention
-
-    return {
-        kind: evaluate_attention(GroundingDataset([out / "data" / kind], features=False))["miou"] for kind in TEST_SETS
-    }
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    """mIoU, its interval and coverage of one evaluation row (and a reference's threshold)."""
+    keys = ("miou", "miou_ci95", "classes_covered", "samples", "threshold")
+    return {key: result[key] for key in keys if key in result}
 
 
 def _collect(
-    config: ResultsConfig, runs: list[Run], row_runs: dict[tuple[str, str], str], seconds: float
+    config: ResultsConfig, runs: list[Run], row_runs: dict[tuple[str, str], str | None], seconds: float
 ) -> dict[str, Any]:
-    """Per table row: mIoU per seed and mean ± std per test set, beside the paper's numbers."""
+    """Per table row: mIoU per seed (with its bootstrap interval), mean ± std over seeds per test set, the
+    paper's numbers beside them; the references of each test set (seed-independent)."""
     from groundiff.demo import read_keep_rates
 
-    out = Path(config.out)
+    out, data = Path(config.out), config.data_folder()
     evaluations = {(run.name, run.seed): json.loads(_evaluation_path(out, run).read_text()) for run in runs}
     tables: dict[str, Any] = {}
     for table in config.tables:
         title, rows = TABLES[table]
-        table_rows = []
+        table_rows: list[dict[str, Any]] = []
         for row in rows:
             name = row_runs[(table, row.label)]
+            if name is None:
+                table_rows.append({"label": row.label, "not_run": _not_run(config, row, data)})
+                continue
             per_seed = {str(seed): evaluations[(name, seed)][_top_key(row.top_quality)] for seed in config.seeds}
+            kinds = [k for k in SET_LABELS if k in next(iter(per_seed.values()))]
             table_rows.append(
                 {
                     "label": row.label,
                     "run": name,
                     "per_seed": per_seed,
-                    "mean": {k: statistics.mean(s[k] for s in per_seed.values()) for k in TEST_SETS},
-                    "std": {k: _std([s[k] for s in per_seed.values()]) for k in TEST_SETS},
+                    "mean": {k: statistics.mean(s[k]["miou"] for s in per_seed.values()) for k in kinds},
+                    "std": {k: _std([s[k]["miou"] for s in per_seed.values()]) for k in kinds},
+                    "ci95_mean": {
+                        k: [statistics.mean(s[k]["miou_ci95"][b] for s in per_seed.values()) for b in (0, 1)]
+                        for k in kinds
+                    },
                     "paper": dict(zip(TEST_SETS, row.paper, strict=True)),
                     "train_seconds": statistics.mean(evaluations[(name, s)]["train_seconds"] for s in config.seeds),
+                    "train_cpu_seconds": statistics.mean(
+                        evaluations[(name, s)].get("train_cpu_seconds", 0.0) for s in config.seeds
+                    ),
                 }
             )
         tables[table] = {"title": title, "rows": table_rows}
+    first = evaluations[(runs[0].name, runs[0].seed)]
     return {
         "config": dataclasses.asdict(config),
-        "sets": {kind: _set_samples(out / "data" / kind) for kind in DEMO_SETS},
-        "keep_rate": read_keep_rates(out),
-        "attention_reference": attention_reference(out),
+        "sets": {
+            kind: _set_samples(folder)
+            for kind in (*DEMO_SETS, "truth-val", *TRUTH_TEST_SETS)
+            if (folder := data / kind).exists()
+        },
+        "keep_rate": read_keep_rates(data),
+        "references": first["references"],
         "tables": tables,
         "seconds_last_worker": round(seconds, 1),
     }
+
+
+def _not_run(config: ResultsConfig, row: Row, data: Path) -> str:
+    wanted = round((config.train_samples or 0) * row.train_fraction)
+    return f"needs {wanted} training samples; {data / 'train'} holds {_set_samples(data / 'train')}"
 
 
 def _std(values: list[float]) -> float:
@@ -321,42 +401,57 @@ def _std(values: list[float]) -> float:
 
 
 def results_markdown(report: dict[str, Any]) -> str:
-    """The tables as markdown: ours as mean ± std over seeds, the paper's beside them."""
+    """The tables as markdown: ours as mean ± std over seeds [mean 95 % interval], the paper's beside them,
+    then the floors, ceilings and references of every test set."""
+    from groundiff.evaluate import REFERENCE_LABELS, format_miou
+
     config, sets = report["config"], report["sets"]
     seeds = ",".join(str(s) for s in config["seeds"])
+    source = f"--data {config['data']}" if config.get("data") else f"--size {config['size']:g}"
     lines = [
-        f"Command: `groundiff results --size {config['size']:g} --seeds {seeds} --data-seed {config['data_seed']}`;"
-        f" sets: {', '.join(f'{k} {v}' for k, v in sets.items())} samples;"
+        f"Command: `groundiff results {source} --seeds {seeds} --threads {config.get('threads')}`"
+        f" (data seed {config['data_seed']}); sets: {', '.join(f'{k} {v}' for k, v in sets.items())} samples;"
         f" keep rate {', '.join(f'{k} {v:.2f}' for k, v in report['keep_rate'].items())}.",
         "",
     ]
     for table in report["tables"].values():
-        lines += [f"### {table['title']}", "", _table_header(), _table_rule()]
-        lines += [_table_line(row) for row in table["rows"]]
+        run = [row for row in table["rows"] if "mean" in row]
+        kinds = list(run[0]["mean"]) if run else []
+        lines += [f"### {table['title']}", "", _table_header(kinds), _table_rule(kinds)]
+        lines += [_table_line(row, kinds) for row in table["rows"]]
         lines.append("")
-    attention = report["attention_reference"]
+    references = report["references"]
+    kinds = list(references)
     lines += [
-        "### Training-free reference: cross-attention heat maps (DAAM-style)",
+        "### Floors, ceilings and training-free references (seed-independent)",
         "",
-        "| " + " | ".join(SET_LABELS[k] for k in TEST_SETS) + " |",
-        "|" + "---|" * len(TEST_SETS),
-        "| " + " | ".join(f"{attention[k]:.1f}" for k in TEST_SETS) + " |",
-        "",
+        "| | " + " | ".join(SET_LABELS.get(k, k) for k in kinds) + " |",
+        "|---|" + "---|" * len(kinds),
     ]
+    for key, label in REFERENCE_LABELS.items():
+        cells = [format_miou(references[k][key]) if key in references[k] else "–" for k in kinds]
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 
-def _table_header() -> str:
-    ours = " | ".join(f"{SET_LABELS[k]}" for k in TEST_SETS)
+def _table_header(kinds: list[str]) -> str:
+    ours = " | ".join(SET_LABELS[k] for k in kinds)
     paper = " | ".join(f"paper {SET_LABELS[k]}" for k in TEST_SETS)
     return f"| row | {ours} | {paper} | train s |"
 
 
-def _table_rule() -> str:
-    return "|---" * (2 + 2 * len(TEST_SETS)) + "|"
+def _table_rule(kinds: list[str]) -> str:
+    return "|---" * (2 + len(kinds) + len(TEST_SETS)) + "|"
 
 
-def _table_line(row: dict[str, Any]) -> str:
-    ours = " | ".join(f"{row['mean'][k]:.1f} ± {row['std'][k]:.1f}" for k in TEST_SETS)
+def _table_line(row: dict[str, Any], kinds: list[str]) -> str:
+    if "not_run" in row:
+        return f"| {row['label']} | not run: {row['not_run']} |" + " |" * (len(kinds) + len(TEST_SETS))
+    ours = " | ".join(
+        f"{row['mean'][k]:.1f} ± {row['std'][k]:.1f} [{row['ci95_mean'][k][0]:.1f}, {row['ci95_mean'][k][1]:.1f}]"
+        for k in kinds
+    )
     paper = " | ".join("–" if row["paper"][k] is None else f"{row['paper'][k]:.2f}" for k in TEST_SETS)
     return f"| {row['label']} | {ours} | {paper} | {row['train_seconds']:.0f} |"

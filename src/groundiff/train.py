@@ -132,6 +132,9 @@ class _Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
         self.out = Path(config.out)
+        if config.threads is not None:
+            # CPU float sums depend on how work is split over threads: results repeat per thread count.
+            torch.set_num_threads(config.threads)
         self.rank, self.world = start_distributed()
         self.device = torch.device(config.device or (f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"))
         # 1. Data and the frozen text side.
@@ -177,6 +180,7 @@ class _Trainer:
             "template": self.config.template,
             "end_of_text": self.config.end_of_text,
             "train_config": dataclasses.asdict(self.config),
+            "threads": torch.get_num_threads(),
             "epoch": epoch,
             "val": val,
         }

@@ -39,6 +39,9 @@ class TrainConfig:
     max_train_samples: int | None = option(None, "use only the first N training samples")
     seed: int = option(0, "seed of initialisation, shuffling and dropout")
     device: str | None = option(None, "cpu, cuda, ... (default: cuda when available)")
+    threads: int | None = option(
+        None, "torch CPU threads (default: all cores); a run is deterministic for a given seed and thread count"
+    )
     num_workers: int = option(0, "DataLoader worker processes")
     progress: bool = option(True, "show a progress bar")
 
@@ -48,5 +51,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1 (or unset for all cores), got {self.threads}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")

@@ -48,8 +48,8 @@ class GenerationOutput:
         features: U-Net maps, (B, C, h, w) per block and step, on the pipeline's device.
         prompts: the B prompts.
         seeds: the B per-image seeds.
-        attention: with `attention=True`, (B, T, s, s) cross-attention heat per prompt token, summed
-            over layers and steps at the finest attention side s (see `capture.attention`).
+        attention: with `attention=True`, (B, T, h, w) DAAM heat per prompt token at the latent size:
+            the mean over (layer, head) of each map summed over steps (see `capture.attention`).
     """
 
     images: np.ndarray
@@ -104,5 +104,5 @@ def generate_with_features(
             **settings.extra,
         )
     images = (np.clip(result.images, 0.0, 1.0) * 255).round().astype(np.uint8)  # (B, H, W, 3)
-    heat = sums.heat(max(sums.sums)) if sums is not None else None
+    heat = sums.heat(images.shape[1] // pipe.vae_scale_factor) if sums is not None else None  # latent side
     return GenerationOutput(images, features, list(prompts), [int(s) for s in seeds], attention=heat)

@@ -79,7 +79,7 @@ def generate_set(
     report = GenerateReport(folder)
 
     # 2. Claim or check the set folder.
-    prepare_folder(folder, config)
+    prepare_folder(folder, config.content())
     if (folder / "manifest.json").exists():
         report.complete = True
         report.messages.append(
@@ -221,10 +221,9 @@ def _load_scorer(name: str) -> Any:
     return load_scorer(name)
 
 
-def prepare_folder(folder: Path, config: GenerateConfig) -> None:
-    """Create the set folder with its config, or check that an existing one was made with the same config."""
+def prepare_folder(folder: Path, content: dict[str, Any]) -> None:
+    """Create the set folder with its config `content`, or check that an existing one has the same content."""
     path = folder / CONFIG_FILE
-    content = config.content()
     if path.exists():
         stored = json.loads(path.read_text())
         changed = sorted(k for k in set(stored) | set(content) if stored.get(k) != content.get(k))
