@@ -55,7 +55,9 @@ def floor_failures(report: dict[str, Any]) -> list[str]:
             failures.append(f"{kind}: mIoU {report['miou'][kind]:.1f} not {MARGIN_OVER_EVERYTHING} above {everything}")
     attention = report["references"]["test-unseen"]["cross_attention"]
     if report["miou"]["test-unseen"] < attention + MARGIN_OVER_ATTENTION:
-        failures.append(f"test-unseen: mIoU {report['miou']['test-unseen']:.1f} not clear of cross-attention {attention}")
+        failures.append(
+            f"test-unseen: mIoU {report['miou']['test-unseen']:.1f} not clear of cross-attention {attention}"
+        )
     return failures
 
 

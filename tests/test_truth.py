@@ -71,7 +71,9 @@ def test_image_features_depend_only_on_their_own_image_and_seed(miniworld_pipe):
     both = features_of_images(miniworld_pipe, images, prompts, [7, 8], num_inference_steps=20, capture=capture)
     alone = features_of_images(miniworld_pipe, images[1:], prompts[1:], [8], num_inference_steps=20, capture=capture)
     torch.testing.assert_close(both.features.maps[19]["up2"][1], alone.features.maps[19]["up2"][0])
-    other_seed = features_of_images(miniworld_pipe, images[1:], prompts[1:], [9], num_inference_steps=20, capture=capture)
+    other_seed = features_of_images(
+        miniworld_pipe, images[1:], prompts[1:], [9], num_inference_steps=20, capture=capture
+    )
     assert not torch.equal(other_seed.features.maps[19]["up2"][0], alone.features.maps[19]["up2"][0])
     assert noise_step_timestep(miniworld_pipe, 20, -1) < noise_step_timestep(miniworld_pipe, 20, 0)
     with pytest.raises(ValueError, match="Noise step 20 does not exist"):
