@@ -123,6 +123,7 @@ class ResultsConfig:
         "size of the whole training set the rows' fractions refer to (default: the train set's); rows that "
         "need more samples than the set holds are reported as not run",
     )
+    wait_hours: float = option(12.0, "longest wait for sets that another process is still making")
     worker: int = option(0, "this process's rank when several share the runs")
     workers: int = option(1, "number of processes sharing the runs")
     progress: bool = option(True, "show progress bars")
@@ -210,16 +211,20 @@ def run_results(
 
     start = time.perf_counter()
     out, data = Path(config.out), config.data_folder()
-    if config.data and not _data_complete(data):
-        raise FileNotFoundError(
-            f"--data {config.data!r} must hold complete sets {', '.join(DEMO_SETS)} (each with its manifest.json)."
-        )
-    if not _data_complete(data):
+    if config.data:
+        missing = [kind for kind in DEMO_SETS if not (data / kind).is_dir()]
+        if missing:
+            raise FileNotFoundError(
+                f"--data {config.data!r} has no set {', '.join(missing)}; it must hold the sets "
+                f"{', '.join(DEMO_SETS)} (made by `groundiff generate`, complete or being generated)."
+            )
+    elif not _sets_complete(data, DEMO_SETS):
         pipe = pipe if pipe is not None else load_pipeline(config.model, device="cpu")
         generate_demo_sets(
             config.demo(), pipe=pipe, labeler=labeler, scorer=scorer, worker=config.worker, workers=config.workers
         )
-    _wait_for(lambda: _data_complete(data), "the other workers' share of the data")
+    # Training needs only train and val: it overlaps the generation of the test sets.
+    _wait_for(lambda: _sets_complete(data, ("train", "val")), "the training and validation sets", config.wait_hours)
     runs, row_runs = plan_runs(config, train_samples=_set_samples(data / "train"))
     mine = [run for i, run in enumerate(runs) if i % config.workers == config.worker]
     tops = {row.top_quality for t in config.tables for row in TABLES[t][1]}
@@ -235,23 +240,33 @@ def run_results(
     return report
 
 
-def _data_complete(data: Path) -> bool:
+def _sets_complete(data: Path, kinds: tuple[str, ...]) -> bool:
     from groundiff.data.manifest import MANIFEST_FILE
 
-    return all((data / kind / MANIFEST_FILE).exists() for kind in DEMO_SETS)
+    return all((data / kind / MANIFEST_FILE).exists() for kind in kinds)
+
+
+def _test_sets(data: Path) -> tuple[str, ...]:
+    """The test sets to evaluate on: the generated ones, and the truth sets whose folders exist."""
+    return (*TEST_SETS, *(kind for kind in ("truth-val", *TRUTH_TEST_SETS) if (data / kind).exists()))
 
 
 def _truth_sets(data: Path, kinds: tuple[str, ...]) -> list[Path]:
-    """The complete truth sets of `kinds` in the data folder (the mini world's; absent elsewhere)."""
-    from groundiff.data.manifest import MANIFEST_FILE
-
-    return [data / kind for kind in kinds if (data / kind / MANIFEST_FILE).exists()]
+    """The truth sets of `kinds` in the data folder (the mini world's; absent elsewhere)."""
+    return [data / kind for kind in kinds if (data / kind).exists()]
 
 
-def _wait_for(done: Callable[[], bool], what: str, poll_s: float = 10.0) -> None:
+def _wait_for(done: Callable[[], bool], what: str, hours: float, poll_s: float = 10.0) -> None:
+    """Poll until `done()`; a worker or generator that died must not leave this one waiting forever."""
+    deadline = time.monotonic() + 3600 * hours
     if not done():
-        log.warning("waiting for %s", what)
+        log.warning("waiting for %s (at most %g h)", what, hours)
     while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"Waited {hours:g} h for {what}; is the process that makes them still running? "
+                "Rerun this command once they are complete (finished runs are kept), or raise --wait-hours."
+            )
         time.sleep(poll_s)
 
 
@@ -298,11 +313,13 @@ def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) 
     )
     cpu_start = time.process_time()
     report = train_or_resume(train_config)
+    train_cpu_seconds = time.process_time() - cpu_start
+    _wait_for(lambda: _sets_complete(data, _test_sets(data)), "the test sets", config.wait_hours)
     evaluation: dict[str, Any] = {
         "best_epoch": report.best_epoch,
         "val_miou": report.best_val_miou,
         "train_seconds": round(sum(r["seconds"] for r in report.history), 1),
-        "train_cpu_seconds": round(time.process_time() - cpu_start, 1),
+        "train_cpu_seconds": round(train_cpu_seconds, 1),
         "threads": config.threads,
         "fields": dict(run.fields),
     }
