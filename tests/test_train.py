@@ -65,6 +65,21 @@ def test_training_lowers_the_loss_and_beats_an_untrained_model(sets, tmp_path):
     assert again == pytest.approx(report.best_val_miou)
 
 
+def test_training_repeats_exactly_for_a_seed_and_thread_count_which_it_records(sets, tmp_path):
+    previous = torch.get_num_threads()
+    try:
+        first = train(run_config(sets, tmp_path / "a", epochs=1, threads=1))
+        second = train(run_config(sets, tmp_path / "b", epochs=1, threads=1))
+    finally:
+        torch.set_num_threads(previous)
+    assert [r["train_loss"] for r in first.history] == [r["train_loss"] for r in second.history]
+    assert (tmp_path / "a/best/model.safetensors").read_bytes() == (tmp_path / "b/best/model.safetensors").read_bytes()
+    meta = json.loads((tmp_path / "a" / "best" / "checkpoint.json").read_text())
+    assert meta["threads"] == 1 and meta["train_config"]["threads"] == 1
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        run_config(sets, tmp_path / "c", threads=0)
+
+
 def test_resume_continues_exactly(sets, tmp_path):
     train(run_config(sets, tmp_path / "straight", epochs=2))
     train(run_config(sets, tmp_path / "interrupted", epochs=1))
