@@ -68,7 +68,7 @@ def overlay_grid(examples: dict[str, list[tuple[Any, np.ndarray]]], path: Path) 
     for row, (name, record, predicted) in enumerate(rows):
         panels = [
             (record.image, "image"),
-            (overlay(record.image, record.masks), "labeler"),
+            (overlay(record.image, record.masks), "exact" if record.meta.get("labeler") == "exact" else "labeler"),
             (overlay(record.image, list(predicted)), "grounding"),
         ]
         for column, (picture, title) in enumerate(panels):
