@@ -193,7 +193,7 @@ def test_registry_says_how_to_get_missing_weights(monkeypatch: pytest.MonkeyPatc
         raise urllib.error.URLError("no network")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", offline)
+    monkeypatch.setattr("torch.hub.load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match="not in the torch hub cache") as error:
         load_labeler("maskrcnn-v1", score_threshold=0.05, merge="top1")
     assert str(tmp_path / "hub" / "checkpoints" / "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth") in str(error.value)

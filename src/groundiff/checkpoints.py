@@ -1,13 +1,15 @@
 """Grounding-model checkpoints: a folder of safetensors + JSON (no pickle), replaced atomically.
 
 model.safetensors       model weights
-checkpoint.json         model config, feature layout, text width, training config, metrics
+checkpoint.json         model config, feature layout, text width, training config, metrics, and the
+                        sha256 of each safetensors file (checked on load: a flipped bit is an error)
 training.safetensors    optimizer tensors and torch RNG state (resume only)
 training.json           optimizer scalars, epoch, numpy/python RNG state (resume only)
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -25,6 +27,21 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
 STATE_TENSORS = "training.safetensors"
 STATE_META = "training.json"
+# What the loaders read from checkpoint.json; a file without one of them is refused with its name.
+REQUIRED_META = ("model_config", "feature_shapes", "text_width", "text_model", "set_config", "template", "end_of_text")
+_REWRITE = "the checkpoint is damaged: restore it from a copy, or train again (`groundiff train`)."
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder that is incomplete, corrupt or changed since it was written."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_checkpoint(
@@ -34,12 +51,14 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     training: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint folder under a temporary name, then swap it in: a crash leaves the old one."""
+    """Write a checkpoint folder under a temporary name, then swap it in: a crash leaves the old one.
+
+    `checkpoint.json` gets `sha256`: the checksum of each safetensors file, which the loaders verify.
+    """
     temp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(temp / MODEL_FILE))
-    (temp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     if optimizer is not None:
         tensors, scalars = _split_optimizer_state(optimizer.state_dict())
         tensors["rng.torch"] = torch.get_rng_state()
@@ -51,6 +70,11 @@ def save_checkpoint(
             **(training or {}),
         }
         (temp / STATE_META).write_text(json.dumps(state))
+    checksums = {path.name: sha256_file(path) for path in sorted(temp.glob("*.safetensors"))}
+    (temp / META_FILE).write_text(json.dumps({**meta, "sha256": checksums}, indent=2, sort_keys=True))
+    for path in temp.iterdir():  # durable before the rename makes them the checkpoint
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
     old = folder.with_name(f"{folder.name}.old{os.getpid()}")
     if folder.exists():
         os.replace(folder, old)
@@ -59,16 +83,66 @@ def save_checkpoint(
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_checkpoint(folder: Path) -> None:
+    """Finish or drop the `save_checkpoint` of `folder` that a killed process left (call with no save running).
+
+    Killed between its two renames, `folder` is missing while its new version is complete beside it:
+    that version is put in place. Any other leftover temporary or old folder is deleted.
+    """
+    leftovers = sorted(folder.parent.glob(f"{folder.name}.tmp*")) + sorted(folder.parent.glob(f"{folder.name}.old*"))
+    if not folder.exists():
+        for temp in sorted(folder.parent.glob(f"{folder.name}.tmp*")):
+            if temp.with_name(temp.name.replace(".tmp", ".old", 1)).exists():  # both renames' sources
+                os.replace(temp, folder)
+                fsync_directory(folder.parent)
+                break
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def load_checkpoint_meta(folder: Path) -> dict[str, Any]:
-    if not (folder / META_FILE).exists():
+    """The metadata of a checkpoint folder.
+
+    Raises:
+        FileNotFoundError: `folder` is no checkpoint.
+        CheckpointError: `checkpoint.json` is not JSON or lacks a field the loaders need.
+    """
+    path = folder / META_FILE
+    if not path.exists():
         raise FileNotFoundError(
             f"{str(folder)!r} is no grounding checkpoint (no {META_FILE}); pass a folder written by `groundiff train`."
         )
-    return json.loads((folder / META_FILE).read_text())
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({error}); {_REWRITE}") from None
+    missing = [key for key in REQUIRED_META if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise CheckpointError(f"{str(path)!r} lacks {', '.join(missing)}; {_REWRITE}")
+    return meta
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(folder / MODEL_FILE))
+    """The model weights of a checkpoint, after checking them against the checksum it recorded.
+
+    Raises:
+        CheckpointError: the file is missing, changed since it was written, or not safetensors.
+    """
+    return _load_checked(folder, MODEL_FILE)
+
+
+def _load_checked(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    path = folder / name
+    if not path.exists():
+        raise CheckpointError(f"{str(folder)!r} has no {name}; {_REWRITE}")
+    # Checkpoints written before checksums were recorded load unchecked.
+    expected = json.loads((folder / META_FILE).read_text()).get("sha256", {}).get(name)
+    if expected is not None and sha256_file(path) != expected:
+        raise CheckpointError(f"{str(path)!r} does not match the checksum recorded when it was written; {_REWRITE}")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError
+        raise CheckpointError(f"{str(path)!r} is unreadable ({type(error).__name__}: {error}); {_REWRITE}") from None
 
 
 def restore_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -76,7 +150,7 @@ def restore_training_state(folder: Path, optimizer: torch.optim.Optimizer) -> di
     if not (folder / STATE_META).exists():
         raise FileNotFoundError(f"{str(folder)!r} has no training state to resume from (only the weights).")
     state = json.loads((folder / STATE_META).read_text())
-    tensors = load_file(str(folder / STATE_TENSORS))
+    tensors = _load_checked(folder, STATE_TENSORS)
     torch.set_rng_state(tensors.pop("rng.torch"))
     optimizer.load_state_dict(_join_optimizer_state(tensors, state.pop("optimizer")))
     np.random.set_state(_numpy_state_from_json(state.pop("numpy_rng")))

@@ -52,8 +52,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from groundiff.data.config import GenerateConfig
     from groundiff.data.generate import generate_set, worker_from_environment
 
-    # SIGTERM (Slurm, kill) unwinds like Ctrl-C, so the open shard is published, not lost.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = build_config(GenerateConfig, args.config, args)
     worker, workers = worker_from_environment(args.worker, args.workers)
     report = generate_set(config, worker=worker, workers=workers)
@@ -142,13 +140,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ground(args: argparse.Namespace) -> int:
-    from groundiff.ground import ground, write_grounding
+    from groundiff.ground import ground, grounding_paths, objects_from_prompt, write_grounding
     from groundiff.pipelines import load_pipeline
     from groundiff.train import load_grounding_model
 
     model, meta = load_grounding_model(Path(args.checkpoint))
+    objects = args.objects or objects_from_prompt(args.prompt, meta["set_config"]["template"])
+    grounding_paths(Path(args.out), objects)  # bad names or --out refused before the pipeline loads
     pipe = load_pipeline(args.model or meta["text_model"], dtype=args.dtype, device=args.device)
-    result = ground(pipe, model.to(pipe.device), meta, args.prompt, objects=args.objects, seed=args.seed)
+    result = ground(pipe, model.to(pipe.device), meta, args.prompt, objects=objects, seed=args.seed)
     for name, mask in result.masks.items():
         print(f"{name:<20} {mask.mean():6.1%} of the image")
     for path in write_grounding(result, Path(args.out)):
@@ -352,21 +352,59 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a stopped command leaves, and how to go on (every command writes its results atomically).
+_AFTER_STOP = {
+    "generate": "every finished shard is kept; run the same command again to generate the rest",
+    "train": "the last finished epoch is kept in --out/last; run the same command with --resume to continue",
+}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (kill, Slurm) turned into an exception that unwinds like Ctrl-C, so cleanups run."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; `argv` without the program name (tests call `main([...])` directly)."""
+    """Entry point; `argv` without the program name (tests call `main([...])` directly).
+
+    Errors print one line naming the bad input and the fix (with `-v`, the traceback instead); Ctrl-C
+    and SIGTERM print what was kept. Returns 0, 2 for an error, 128 + the signal number when stopped.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.command is None:
         parser.print_help()
         return 0
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return int(args.run(args))
+    except KeyboardInterrupt as stop:
+        if args.verbose:
+            raise
+        signum = signal.SIGTERM if isinstance(stop, Stopped) else signal.SIGINT
+        kept = _AFTER_STOP.get(args.command, "run the same command again to finish")
+        print(f"groundiff {args.command}: stopped by {signum.name}; {kept}.", file=sys.stderr)
+        return 128 + signum
     except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
         if args.verbose:
             raise  # the full traceback, for bug reports
         print(f"groundiff {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:
+        if args.verbose:
+            raise
+        print(
+            f"groundiff {args.command}: unexpected error {type(error).__name__}: {error} "
+            f"(run again with -v for the traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

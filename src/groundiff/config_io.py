@@ -17,18 +17,30 @@ T = TypeVar("T")
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """A mapping from a `.yaml`/`.yml`, `.toml` or `.json` file."""
+    """A mapping from a `.yaml`/`.yml`, `.toml` or `.json` file.
+
+    Raises:
+        ValueError: the file is not valid YAML/TOML/JSON (the message gives the line) or holds no mapping.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
     text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        data = yaml.safe_load(text) or {}
-    elif path.suffix == ".toml":
-        data = tomllib.loads(text)
-    elif path.suffix == ".json":
-        data = json.loads(text)
-    else:
-        raise ValueError(f"Config file {str(path)!r} must end in .yaml, .yml, .toml or .json.")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"Config file {str(path)!r} must end in .yaml, .yml, .toml or .json.")
+    except yaml.MarkedYAMLError as error:
+        where = f" at line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        message = f"Config file {str(path)!r} is not valid YAML{where}: {error.problem}; fix it there."
+        raise ValueError(message) from None
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        kind = path.suffix.lstrip(".").upper()
+        raise ValueError(f"Config file {str(path)!r} is not valid {kind}: {error}; fix it there.") from None
     if not isinstance(data, dict):
         raise ValueError(f"Config file {str(path)!r} must hold a mapping of field names to values.")
     return data
@@ -65,6 +77,75 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[
         parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
+def typed_values(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` checked against the types of `cls`'s fields, read from `source` (named in errors).
+
+    Lists become tuples, a comma-separated string becomes a tuple as on the command line, and an int
+    is taken for a float. Anything else of the wrong type is refused, since a later `range(2.7)` or a
+    tuple of the letters of "cat,dog" would fail far from the cause or not at all.
+
+    Raises:
+        ValueError: naming the field, the value, the type it needs and (for a quoted number) the fix.
+    """
+    hints = typing.get_type_hints(cls)
+    return {
+        name: _typed(hints[name], value, f"{source}: {name}") if name in hints else value
+        for name, value in values.items()
+    }
+
+
+def check_types(config: Any) -> None:
+    """Check every field of a config dataclass against its type, normalised as by `typed_values`, in place."""
+    values = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    for name, value in typed_values(type(config), values, type(config).__name__).items():
+        setattr(config, name, value)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", dict: "a mapping"}
+
+
+def _typed(annotation: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        if value is None and len(options) < len(args):
+            return None
+        return _typed(options[0], value, where) if len(options) == 1 else value
+    if origin is tuple:
+        if isinstance(value, str):  # "cat,dog" as on the command line
+            value = [_parse_piece(args[0], piece.strip(), where) for piece in value.split(",")]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}.")
+        return tuple(_typed(args[0], item, where) for item in value)
+    expected = origin or annotation
+    if expected not in _TYPE_NAMES:
+        return value  # a type this check does not know (Literal, Path, ...): the class validates it
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    quoted = isinstance(value, str) and expected in (int, float, bool)
+    hint = "; write it without quotes" if quoted and _parses(expected, value) else ""
+    raise ValueError(f"{where} must be {_TYPE_NAMES[expected]}, got {value!r}{hint}.")
+
+
+def _parse_piece(parse: Any, piece: str, where: str) -> Any:
+    try:
+        return parse(piece)
+    except ValueError:
+        raise ValueError(f"{where} is a comma-separated list, and {piece!r} is not {_TYPE_NAMES[parse]}.") from None
+
+
+def _parses(expected: type, text: str) -> bool:
+    if expected is bool:
+        return text.lower() in ("true", "false")
+    try:
+        expected(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_bool(text: str) -> bool:
     if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
@@ -80,5 +161,6 @@ def build_config(cls: type[T], file: str | None, flags: argparse.Namespace) -> T
         raise ValueError(
             f"Config file {file!r} has unknown fields {', '.join(unknown)}; known: {', '.join(sorted(names))}."
         )
+    values = typed_values(cls, values, f"Config file {file!r}")
     values.update({name: getattr(flags, name) for name in names if getattr(flags, name, None) is not None})
     return cls(**values)

@@ -6,6 +6,7 @@ trained on (stored in its checkpoint), so the model sees the features it learned
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from PIL import Image
 from groundiff.batching import ClassEmbedder
 from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
+
+# What an object name may not keep in its mask's file name (all but letters, digits, "_", "." and "-").
+_UNSAFE_CHARACTER = re.compile(r"[^\w.-]")
 
 
 @dataclass
@@ -52,6 +56,42 @@ def objects_from_prompt(prompt: str, template: str = PROMPT_TEMPLATES["generatio
     return [name.strip() for name in body.split(joiner)]
 
 
+def mask_files(names: Sequence[str]) -> dict[str, str]:
+    """Object name → the file name of its mask, `mask_{name}.png` with path characters replaced.
+
+    A name never becomes a path: "../../x" → `mask_.._.._x.png`, "a/b" → `mask_a_b.png`.
+
+    Raises:
+        ValueError: a name is empty, too long for a file name, or gives the same file as another name.
+    """
+    files: dict[str, str] = {}
+    for name in names:
+        if not name.strip():
+            raise ValueError("An object name is empty; name each object, e.g. --objects dog sofa.")
+        file = f"mask_{_UNSAFE_CHARACTER.sub('_', name)}.png"
+        if len(file.encode()) > 255:
+            raise ValueError(f"Object name {name[:32]!r}... is too long for a file name; give a shorter one.")
+        clash = next((other for other, taken in files.items() if taken == file), None)
+        if clash is not None:
+            raise ValueError(
+                f"Objects {clash!r} and {name!r} would both be saved as {file}; give each object once, by distinct "
+                f"names."
+            )
+        files[name] = file
+    return files
+
+
+def grounding_paths(out: Path, names: Sequence[str]) -> dict[str, Path]:
+    """Object name → where `write_grounding` saves its mask; call before generating to fail early.
+
+    Raises:
+        ValueError: `out` is a file, or a name is refused by `mask_files`.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder; pass a folder path for the results.")
+    return {name: out / file for name, file in mask_files(names).items()}
+
+
 def capture_for(meta: dict[str, Any]) -> tuple[CaptureConfig, GenerationSettings]:
     """The capture and sampler settings of the training set recorded in a checkpoint's metadata."""
     set_config = meta["set_config"]
@@ -83,8 +123,11 @@ def ground(
         pipe: the Stable Diffusion pipeline whose features the model was trained on.
         model, meta: from `train.load_grounding_model`.
         objects: names to segment; default: parsed from the prompt with the generation template.
+    Raises:
+        ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
     names = list(objects) if objects else objects_from_prompt(prompt, meta["set_config"]["template"])
+    mask_files(names)  # before the (slow) generation
     capture, settings = capture_for(meta)
     output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
     device = next(model.parameters()).device
@@ -102,14 +145,15 @@ def ground(
 
 
 def write_grounding(result: GroundingResult, out: Path) -> list[Path]:
-    """`image.png`, one `mask_{object}.png` per object and `overlay.png` with a legend."""
+    """`image.png`, one mask per object (file names from `mask_files`) and `overlay.png` with a legend."""
     from groundiff.visualize import legend_handles, overlay, plt, save_figure
 
+    masks = grounding_paths(out, list(result.masks))  # every name checked before the first file is written
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "image.png"]
     Image.fromarray(result.image).save(paths[0])
     for name, mask in result.masks.items():
-        paths.append(out / f"mask_{name.replace(' ', '_')}.png")
+        paths.append(masks[name])
         Image.fromarray(mask.astype(np.uint8) * 255).save(paths[-1])
     figure, axis = plt.subplots(figsize=(4, 4))
     axis.imshow(overlay(result.image, list(result.masks.values())), interpolation="nearest")

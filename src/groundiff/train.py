@@ -7,6 +7,7 @@ name each experiment.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -26,16 +27,24 @@ from tqdm.auto import tqdm
 
 from groundiff.batching import ClassEmbedder, GroundingBatch, collate
 from groundiff.capture.replay import stored_maps
-from groundiff.checkpoints import load_checkpoint_meta, load_weights, restore_training_state, save_checkpoint
+from groundiff.checkpoints import (
+    load_checkpoint_meta,
+    load_weights,
+    recover_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+)
 from groundiff.data.config import CONFIG_FILE
 from groundiff.data.dataset import GroundingDataset
+from groundiff.data.manifest import check_complete
 from groundiff.data.records import SampleRecord
+from groundiff.data.shards import hold_lock
 from groundiff.evaluate import evaluate_dataset
 from groundiff.losses import grounding_loss
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
 from groundiff.model.builder import default_level_channels
 from groundiff.pipelines import load_pipeline, load_text_components
-from groundiff.train_config import TrainConfig
+from groundiff.train_config import RESUME_FREE_FIELDS, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +107,21 @@ def set_model_name(folder: str) -> str:
     return str(json.loads(path.read_text())["model"])
 
 
+def check_training_set(folder: str, kind: str) -> None:
+    """Refuse a set that is not complete and intact (see `check_complete`) or not of `kind`.
+
+    Raises:
+        ShardError: the set is incomplete (no manifest) or its shards differ from the manifest.
+        ValueError: the set is of another kind (`--train` takes a train set, `--val` a val set).
+    """
+    found = check_complete(Path(folder))["config"].get("set")
+    if found != kind:
+        raise ValueError(
+            f"--{kind} {folder!r} is a {found!r} set; pass a {kind!r} set (`groundiff generate --set {kind}`): "
+            f"training or choosing the best epoch on another kind leaks the sets meant for measuring into the model."
+        )
+
+
 def open_set(folder: str, limit: int | None = None, *, top_quality: float | None = None) -> _MapsDataset:
     """A set with ready maps: stored ones, or recomputed when the set stores U-Net inputs."""
     records = GroundingDataset([folder], top_quality=top_quality)
@@ -113,19 +137,88 @@ def train(config: TrainConfig) -> TrainReport:
 
     Raises:
         FileExistsError: `out` already holds a run and `resume` was not asked for (nothing is overwritten).
+        ValueError: `out` is a file; a set is of the wrong kind; the sets' feature layouts differ.
+        ShardError: a set is incomplete or damaged.
+        FolderBusyError: another process trains into `out`.
         FloatingPointError: the loss became NaN or infinite (the message names the samples).
     """
-    return _Trainer(config).run(resume=False)
+    return _run(config, resume=False)
 
 
 def resume(config: TrainConfig) -> TrainReport:
-    """Continue an interrupted run from `out/last`, exactly as if it had not stopped."""
-    return _Trainer(config).run(resume=True)
+    """Continue an interrupted run from `out/last`, exactly as if it had not stopped.
+
+    The config must be the run's, except for `RESUME_FREE_FIELDS` (`epochs` only raised): a changed
+    field is refused by name. A run stopped before its first epoch finished starts from the beginning.
+    """
+    return _run(config, resume=True)
+
+
+def _run(config: TrainConfig, *, resume: bool) -> TrainReport:
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file, not a folder; pass a folder path for the run.")
+    if resume and not out.is_dir():
+        raise FileNotFoundError(f"{str(out)!r} holds no run to resume; check --out, or drop --resume to start one.")
+    out.mkdir(parents=True, exist_ok=True)
+    # One process trains into a folder; under DDP, rank 0 holds the lock for every rank.
+    first = int(os.environ.get("RANK", 0)) == 0
+    lock = hold_lock(out / "train.lock", f"the training run {str(out)!r}") if first else contextlib.nullcontext()
+    with lock:
+        if first:
+            for name in (BEST, LAST):
+                recover_checkpoint(out / name)  # a save that a kill interrupted
+        from_last = _resume_point(config, resume)
+        return _Trainer(config).run(resume=from_last)
+
+
+def _resume_point(config: TrainConfig, resume: bool) -> bool:
+    """Whether the run continues from `out/last`, once it is clear that it may."""
+    out = Path(config.out)
+    if not resume:
+        if (out / LAST).exists() or (out / BEST).exists():
+            raise FileExistsError(
+                f"{str(out)!r} already holds a training run; pass --resume to continue it, or another --out."
+            )
+        return False
+    if not (out / LAST).exists():
+        log.warning("%s has no finished epoch to resume from; training from the first epoch.", out)
+        return False
+    meta = load_checkpoint_meta(out / LAST)
+    stored, now = meta.get("train_config", {}), config.content()
+    changed = sorted(k for k in now if k in stored and stored[k] != now[k])
+    if changed:
+        details = "; ".join(f"{k}: run has {stored[k]!r}, now {now[k]!r}" for k in changed)
+        raise ValueError(
+            f"Run {str(out)!r} was trained with a different config ({details}). Resume it with the original values "
+            f"(only {', '.join(RESUME_FREE_FIELDS)} may change), or pass another --out for a new run."
+        )
+    done = int(meta.get("epoch", 0))
+    if config.epochs < done:
+        raise ValueError(
+            f"Run {str(out)!r} has trained {done} epochs, more than --epochs {config.epochs}; "
+            f"pass --epochs {done} or more to continue it."
+        )
+    set_file = Path(config.train) / CONFIG_FILE
+    if set_file.exists() and json.loads(set_file.read_text()) != meta["set_config"]:
+        raise ValueError(
+            f"Training set {config.train!r} was regenerated with another config since run {str(out)!r} started; "
+            f"resume with the original set, or pass another --out for a new run."
+        )
+    if config.threads is None and meta.get("threads") != torch.get_num_threads():
+        log.warning(
+            "%s ran on %s CPU threads, this process has %d: the resumed epochs will not repeat bit for bit "
+            "(set --threads to fix the count).",
+            out,
+            meta.get("threads"),
+            torch.get_num_threads(),
+        )
+    return True
 
 
 def train_or_resume(config: TrainConfig) -> TrainReport:
     """Train, or continue the run already in `config.out`; a finished run only reports (nothing is retrained)."""
-    return resume(config) if (Path(config.out) / LAST).exists() else train(config)
+    return resume(config) if Path(config.out).is_dir() else train(config)
 
 
 class _Trainer:
@@ -137,7 +230,9 @@ class _Trainer:
             torch.set_num_threads(config.threads)
         self.rank, self.world = start_distributed()
         self.device = torch.device(config.device or (f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"))
-        # 1. Data and the frozen text side.
+        # 1. Data and the frozen text side: complete sets of the right kinds, with the same feature layout.
+        check_training_set(config.train, "train")
+        check_training_set(config.val, "val")
         self.train_set = open_set(config.train, config.max_train_samples)
         self.val_set = open_set(config.val)
         model_name = set_model_name(config.train)
@@ -154,6 +249,16 @@ class _Trainer:
         self.feature_shapes: dict[str, tuple[int, int, int]] = {
             k: (int(v.shape[0]), int(v.shape[1]), int(v.shape[2])) for k, v in sorted(first.features.items())
         }
+        val_shapes = {k: tuple(int(n) for n in v.shape) for k, v in sorted(self.val_set[0].features.items())}
+        if val_shapes != self.feature_shapes:
+            differ = sorted(set(val_shapes) ^ set(self.feature_shapes)) or [
+                k for k in val_shapes if val_shapes[k] != self.feature_shapes[k]
+            ]
+            raise ValueError(
+                f"Val set {config.val!r} stores other features than train set {config.train!r} (first difference: "
+                f"{differ[0]} {val_shapes.get(differ[0])} vs {self.feature_shapes.get(differ[0])}); generate both "
+                f"with the same feature_blocks, feature_steps and feature_layout."
+            )
         self.image_size = int(first.image.shape[0])
         # The reference's level widths fit SD's four resolutions; other U-Nets get as many as they have.
         levels = {"level_channels": default_level_channels(self.feature_shapes)}
@@ -194,11 +299,6 @@ class _Trainer:
             state = restore_training_state(last, self.optimizer)
             start_epoch, best, history = state["epoch"], state["best_val_miou"], state["history"]
             log.info("resuming %s at epoch %d", self.out, start_epoch)
-        elif (self.out / LAST).exists() or (self.out / BEST).exists():
-            raise FileExistsError(
-                f"{str(self.out)!r} already holds a training run; pass --resume to continue it, or another --out."
-            )
-        self.out.mkdir(parents=True, exist_ok=True)
         for epoch in range(start_epoch, config.epochs):
             row = self.train_epoch(epoch)
             val = evaluate_dataset(self.model, self.val_set, self.embedder, batch_size=max(config.batch_size, 4))

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundiff.config_io import option
+from groundiff.config_io import check_types, option
 from groundiff.losses import LOSSES
+
+# Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
+# be raised to train on (the learning rate is constant and each epoch's order depends only on the seed
+# and the epoch, so epoch e is the same whatever the planned total), never lowered below the epochs done.
+# `threads` is not among them: CPU sums, and so the weights, repeat only for the same thread count.
+RESUME_FREE_FIELDS = ("out", "device", "num_workers", "progress", "epochs")
 
 
 @dataclass
@@ -46,12 +54,20 @@ class TrainConfig:
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be at least 0 (0: load in the main process), got {self.num_workers}.")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1 (or unset for all cores), got {self.threads}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    def content(self) -> dict[str, Any]:
+        """The fields that decide the trained weights, as JSON values; a resumed run must match them exactly."""
+        values = json.loads(json.dumps(dataclasses.asdict(self)))
+        return {k: v for k, v in values.items() if k not in RESUME_FREE_FIELDS}

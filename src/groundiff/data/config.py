@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundiff.capture.config import CaptureConfig, Layout
-from groundiff.config_io import option
+from groundiff.config_io import check_types, option
 from groundiff.data.vocabulary import DEFAULT_SET_SIZES, SET_KINDS
 from groundiff.dtypes import parse_dtype
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
@@ -59,12 +59,13 @@ class GenerateConfig:
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.set not in SET_KINDS:
             raise ValueError(f"Unknown set {self.set!r}; choose one of {', '.join(SET_KINDS)}.")
         if self.num_samples is None:
             self.num_samples = DEFAULT_SET_SIZES[self.set]
         for name in ("num_samples", "steps", "batch_size", "samples_per_shard", "max_attempts", "objects_per_prompt"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         PromptTemplate(self.template)
         parse_dtype(self.feature_dtype)
@@ -72,9 +73,6 @@ class GenerateConfig:
             raise ValueError(
                 f"Unknown feature_storage {self.feature_storage!r}; choose one of {', '.join(FEATURE_STORAGE)}."
             )
-        self.classes = tuple(self.classes) if self.classes is not None else None
-        self.feature_steps = tuple(self.feature_steps)
-        self.feature_blocks = tuple(self.feature_blocks) if self.feature_blocks is not None else None
         own = "miniworld" if self.model == "miniworld" else None
         if self.labeler == "auto":
             self.labeler = own or "maskrcnn"

@@ -13,8 +13,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from groundiff.data.annotate import read_scores
-from groundiff.data.records import FEATURES_EXT, SampleRecord, decode_record
-from groundiff.data.shards import SampleLocation, index_shard, list_shards, read_files
+from groundiff.data.records import SampleRecord
+from groundiff.data.shards import SampleLocation, index_shard, list_shards, read_record
 from groundiff.scoring import top_fraction
 
 
@@ -45,9 +45,7 @@ class GroundingDataset(Dataset[SampleRecord]):
         return len(self.locations)
 
     def __getitem__(self, position: int) -> SampleRecord:
-        location = self.locations[position]
-        wanted = None if self.features else tuple(e for e in location.files if e != FEATURES_EXT)
-        return decode_record(location.index, read_files(location, wanted), features=self.features)
+        return read_record(self.locations[position], features=self.features)
 
     def images(self) -> np.ndarray:
         """All images (N, H, W, 3) uint8, for quick looks and scoring."""

@@ -2,11 +2,15 @@
 
 Sample *i* of a set is fixed by the config alone (see `sampling`): workers split the indices by
 rank (`i % workers == worker`), each writes its own shards, and any run finds the samples already
-on disk and generates only the missing ones. The manifest is written once every index is done.
+on disk and generates only the missing ones. The manifest is written once every index is done; a
+manifest whose shards are no longer all on disk is dropped and the missing samples generated again.
+One process at a time writes a worker's shards (a lock file per worker, released by the kernel when
+its process ends, also on SIGKILL).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,11 +24,19 @@ from tqdm.auto import tqdm
 from groundiff.capture import GenerationSettings, generate_with_features
 from groundiff.capture.attention import class_heat_maps
 from groundiff.data.config import CONFIG_FILE, GenerateConfig
-from groundiff.data.manifest import collect_done, write_manifest
+from groundiff.data.manifest import MANIFEST_FILE, check_complete, collect_done, write_manifest
 from groundiff.data.records import SampleRecord
 from groundiff.data.sampling import ClassPools, attempt_seed, class_pools, draw_classes
-from groundiff.data.shards import TEMP_SUFFIX, BackgroundWriter, ShardWriter, write_json_atomic
-from groundiff.data.vocabulary import load_split
+from groundiff.data.shards import (
+    TEMP_SUFFIX,
+    BackgroundWriter,
+    FolderBusyError,
+    ShardError,
+    ShardWriter,
+    hold_lock,
+    is_locked,
+)
+from groundiff.data.vocabulary import ClassSplit, load_split
 from groundiff.dtypes import parse_dtype
 from groundiff.labeling.base import Labeler, LabelResult
 from groundiff.pipelines import load_pipeline
@@ -69,48 +81,110 @@ def generate_set(
         pipe, labeler, scorer: already-loaded components; by default loaded from the config's names.
     Returns:
         A report; `complete` is True once every sample of the set is on disk and the manifest written.
+    Raises:
+        ValueError: bad worker numbers, classes or `out` (a file, or a set of another config).
+        FolderBusyError: another live process writes this worker's share, or the set with another worker count.
+        OSError: the disk is full (the message says what was kept); no shard is ever left half-written.
     """
     # 1. Check inputs before touching the disk.
-    if not 0 <= worker < workers:
-        raise ValueError(f"Worker {worker} does not exist among {workers} workers; use 0 <= worker < workers.")
+    if workers < 1 or not 0 <= worker < workers:
+        raise ValueError(f"Worker {worker} of {workers} does not exist; use workers >= 1 and 0 <= worker < workers.")
     split = load_split(config.vocabulary)
     pools = class_pools(split, config.set, config.classes, config.objects_per_prompt)
     folder = Path(config.out)
-    report = GenerateReport(folder)
+    check_folder(folder, config.content())
 
-    # 2. Claim or check the set folder.
-    prepare_folder(folder, config.content())
-    if (folder / "manifest.json").exists():
+    # 2. Own this worker's share of the folder: a second process on it is refused, never interleaved.
+    prefix = f"{config.set}-w{worker:03d}of{workers:03d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with hold_lock(folder / f"{prefix}.lock", f"worker {worker} of {workers} of set {str(folder)!r}"):
+        _refuse_other_worker_counts(folder, config.set, workers)
+        share = range(worker, config.num_samples or 0, workers)
+        return _generate_share(config, folder, prefix, share, pools, split, pipe=pipe, labeler=labeler, scorer=scorer)
+
+
+def _generate_share(
+    config: GenerateConfig,
+    folder: Path,
+    prefix: str,
+    share: range,
+    pools: ClassPools,
+    split: ClassSplit,
+    *,
+    pipe: Any | None,
+    labeler: Labeler | None,
+    scorer: Any | None,
+) -> GenerateReport:
+    """Steps 3-5 of `generate_set`, while holding the lock of this worker's shards."""
+    report = GenerateReport(folder)
+    if _verified_complete(folder):
         report.complete = True
         report.messages.append(
             f"Set {str(folder)!r} is already complete ({config.num_samples} samples); nothing to do."
         )
         return report
     done, shard_counts = collect_done(folder)
-    prefix = f"{config.set}-w{worker:03d}of{workers:03d}"
     for stale in folder.glob(f"{prefix}-*{TEMP_SUFFIX}"):
         stale.unlink()  # a shard a killed run left half-written; its samples are regenerated
-    assert config.num_samples is not None
-    todo = [i for i in range(worker, config.num_samples, workers) if i not in done]
-    report.already_done = len(range(worker, config.num_samples, workers)) - len(todo)
+    todo = [i for i in share if i not in done]
+    report.already_done = len(share) - len(todo)
 
-    # 3. Load the components only when there is work.
+    # 3. Load the components only when there is work; the folder is claimed once they load, so a
+    # typo in a model name leaves nothing that blocks the corrected run.
     if todo:
         pipe = pipe or load_pipeline(config.model, dtype=config.dtype, device=config.device)
         if labeler is None and config.labeler != "none":
             labeler = _load_labeler(config.labeler)
         if scorer is None and config.scorer != "none":
             scorer = _load_scorer(config.scorer)
-        first_shard = shard_counts.get(prefix, 0)
-        writer = ShardWriter(folder, prefix, config.samples_per_shard, first_shard)
-        _SetGenerator(config, pools, pipe, labeler, scorer).run(todo, writer, report)
+    claim_folder(folder, config.content())
 
-    # 4. The last worker to finish writes the manifest of the whole set.
+    # 4. Generate this worker's missing samples.
+    if todo:
+        writer = ShardWriter(folder, prefix, config.samples_per_shard, shard_counts.get(prefix, 0))
+        try:
+            _SetGenerator(config, pools, pipe, labeler, scorer).run(todo, writer, report)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OSError(
+                error.errno,
+                f"No space left for set {str(folder)!r} ({error.strerror}). Free space or choose another --out; "
+                f"the {len(writer.published)} shards finished in this run are kept and a rerun continues after them",
+            ) from error
+
+    # 5. The last worker to finish writes the manifest of the whole set.
     done, _ = collect_done(folder)
     if len(done) == config.num_samples:
         write_manifest(folder, config.content(), split.classes)
         report.complete = True
     return report
+
+
+def _verified_complete(folder: Path) -> bool:
+    """Whether the set has a manifest whose shards are all on disk; a stale manifest is removed, so
+    that a shard deleted after an error (as the error says) is generated again."""
+    if not (folder / MANIFEST_FILE).exists():
+        return False
+    try:
+        check_complete(folder)
+    except ShardError as error:
+        log.warning("%s (The stale %s is dropped.)", error, MANIFEST_FILE)
+        (folder / MANIFEST_FILE).unlink()
+        return False
+    return True
+
+
+def _refuse_other_worker_counts(folder: Path, kind: str, workers: int) -> None:
+    """Refuse to run while a run with another number of workers writes the folder: both would
+    generate the same sample indices."""
+    ours = {f"{kind}-w{rank:03d}of{workers:03d}.lock" for rank in range(workers)}
+    for lock in sorted(folder.glob("*.lock")):
+        if lock.name not in ours and is_locked(lock):
+            raise FolderBusyError(
+                f"Another process writes set {str(folder)!r} with another number of workers ({lock.stem}); "
+                f"run every worker of one set with the same --workers, or wait for it to finish."
+            )
 
 
 class _SetGenerator:
@@ -221,8 +295,14 @@ def _load_scorer(name: str) -> Any:
     return load_scorer(name)
 
 
-def prepare_folder(folder: Path, content: dict[str, Any]) -> None:
-    """Create the set folder with its config `content`, or check that an existing one has the same content."""
+def check_folder(folder: Path, content: dict[str, Any]) -> None:
+    """Check that `folder` can hold the set of config `content`: not a file, and an existing set has that config.
+
+    Raises:
+        ValueError: naming the problem and, for a changed config, every changed field.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {str(folder)!r} is a file, not a folder; pass a folder path for the set.")
     path = folder / CONFIG_FILE
     if path.exists():
         stored = json.loads(path.read_text())
@@ -233,15 +313,35 @@ def prepare_folder(folder: Path, content: dict[str, Any]) -> None:
                 f"Set {str(folder)!r} was started with a different config ({details}). "
                 f"Use the original config to resume it, or another --out folder for a new set."
             )
-        return
+
+
+def claim_folder(folder: Path, content: dict[str, Any]) -> None:
+    """Write the set's `config.json` unless it exists; of two processes claiming at once, one writes and
+    the other checks (a hard link never replaces an existing file)."""
+    path = folder / CONFIG_FILE
+    temp = path.with_name(f"{CONFIG_FILE}.tmp{os.getpid()}")
+    try:
+        if not path.exists():
+            temp.write_text(json.dumps(content, indent=2, sort_keys=True))
+            os.link(temp, path)
+    except FileExistsError:
+        pass  # another process claimed it first
+    finally:
+        temp.unlink(missing_ok=True)
+    check_folder(folder, content)
+
+
+def prepare_folder(folder: Path, content: dict[str, Any]) -> None:
+    """Create the set folder with its config `content`, or check that an existing one has the same content."""
+    check_folder(folder, content)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, content)
+    claim_folder(folder, content)
 
 
 def worker_from_environment(worker: int | None, workers: int | None) -> tuple[int, int]:
     """Rank and world size from flags, else torchrun/accelerate (RANK, WORLD_SIZE), else a Slurm array."""
     if worker is not None or workers is not None:
-        return int(worker or 0), int(workers or 1)
+        return (0 if worker is None else worker), (1 if workers is None else workers)
     env = os.environ
     if "WORLD_SIZE" in env:
         return int(env.get("RANK", 0)), int(env["WORLD_SIZE"])

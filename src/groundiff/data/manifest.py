@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from groundiff.data.shards import ShardError, index_shard, list_shards, read_files, write_json_atomic
+from groundiff.data.shards import REGENERATE, ShardError, index_shard, list_shards, read_files, write_json_atomic
 from groundiff.environment import environment_report
 
 MANIFEST_FILE = "manifest.json"
@@ -37,6 +37,37 @@ def collect_done(folder: Path) -> tuple[set[int], dict[str, int]]:
                 )
             done.add(location.index)
     return done, next_number
+
+
+def check_complete(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete set, once its shards are checked against it (names and sizes, no reading).
+
+    Raises:
+        ShardError: the set has no manifest (it is still being generated, or was stopped), or a shard
+            the manifest lists is missing or changed size, or a shard is there that it does not list.
+    """
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        raise ShardError(
+            f"Set {str(folder)!r} is incomplete (no {MANIFEST_FILE}; shards on disk: {len(list_shards(folder))}): "
+            f"run `groundiff generate` with its config again to finish it, or wait for the run that is writing it."
+        )
+    manifest = json.loads(path.read_text())
+    listed = {shard["name"]: shard["bytes"] for shard in manifest["shards"]}
+    found = {shard.name: shard.stat().st_size for shard in list_shards(folder)}
+    for name in sorted(set(listed) | set(found)):
+        damaged = f"Set {str(folder)!r} is damaged: shard {name}"
+        if name not in found:
+            raise ShardError(
+                f"{damaged}, listed in {MANIFEST_FILE}, is missing. Run `groundiff generate` again with the same "
+                f"config: its samples are regenerated identically."
+            )
+        if name not in listed:
+            raise ShardError(f"{damaged} is not listed in {MANIFEST_FILE}. {REGENERATE}")
+        if found[name] != listed[name]:
+            size = f"has {found[name]} bytes, {listed[name]} when the set was finished"
+            raise ShardError(f"{damaged} {size}. {REGENERATE}")
+    return manifest
 
 
 def write_manifest(folder: Path, config: dict[str, Any], vocabulary: tuple[str, ...]) -> dict[str, Any]:

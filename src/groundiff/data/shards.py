@@ -1,12 +1,16 @@
 """Tar shards that appear only when complete, and random access to the samples inside them.
 
-A shard is written under `NAME.tar.tmp`, flushed, fsync'ed and renamed to `NAME.tar`, so a reader
-or a resumed run never sees half a shard; a killed writer leaves at most one `.tmp` file, which the
-next run deletes (its samples are regenerated: generation is deterministic per sample index).
+A shard is written under `NAME.tar.tmp`, flushed, checked for its full length, fsync'ed and renamed
+to `NAME.tar`, so a reader or a resumed run never sees half a shard; a killed writer or a full disk
+leaves at most one `.tmp` file, which the next run deletes (its samples are regenerated: generation
+is deterministic per sample index). `hold_lock` keeps a second process from writing the same shards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import io
 import json
 import os
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundiff.data.records import SampleRecord, decode_record, encode_record
+from groundiff.data.records import FEATURES_EXT, SampleRecord, decode_record, encode_record, sample_key
 
 SHARD_SUFFIX = ".tar"
 TEMP_SUFFIX = ".tar.tmp"
@@ -26,6 +30,51 @@ TEMP_SUFFIX = ".tar.tmp"
 
 class ShardError(RuntimeError):
     """A shard that cannot be read: truncated, corrupted or not a tar file."""
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process holds the lock on the files this one would write."""
+
+
+REGENERATE = (
+    "Delete it and run `groundiff generate` again with the same config: its samples are regenerated identically."
+)
+
+
+@contextlib.contextmanager
+def hold_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) while the block runs, for `what`.
+
+    The lock is the kernel's (`flock`), so it goes with its process, also on SIGKILL: no stale lock is
+    ever left to delete by hand. The file itself stays (deleting it would race with a waiting process).
+
+    Raises:
+        FolderBusyError: another live process holds the lock; the message names its process id.
+    """
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            raise FolderBusyError(
+                f"Another process (pid {owner}) is writing {what} (it holds {str(path)!r}); wait for it to "
+                f"finish, or stop it and run again (its finished work is kept)."
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield  # closing the file releases the lock
+
+
+def is_locked(path: Path) -> bool:
+    """Whether a live process holds `hold_lock` on `path`."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def fsync_directory(folder: Path) -> None:
@@ -40,8 +89,9 @@ class ShardWriter:
     """Writes samples to numbered shards `{prefix}-{n:05d}.tar` of at most `samples_per_shard` samples.
 
     Use as a context manager: on exit the open shard is published, also after Ctrl-C or an error
-    outside `write`, so finished samples are never lost. A failure inside `write` (disk full)
-    deletes the open shard instead, since it may hold half a sample.
+    outside `write`, so finished samples are never lost. A failure while writing or publishing a
+    shard (disk full) deletes it instead, since it may hold half a sample: only whole shards get
+    their final name.
     """
 
     def __init__(self, folder: Path, prefix: str, samples_per_shard: int, first_number: int = 0) -> None:
@@ -59,29 +109,37 @@ class ShardWriter:
     def _final_path(self) -> Path:
         return self.folder / f"{self.prefix}-{self.number:05d}{SHARD_SUFFIX}"
 
+    @property
+    def _temp_path(self) -> Path:
+        return self._final_path.with_suffix(TEMP_SUFFIX)
+
     def write(self, record: SampleRecord) -> None:
         files = encode_record(record)  # encode first: a failure here leaves the shard untouched
-        if self._tar is None:
-            # Stays open across `write` calls; `publish` or `abandon` closes it.
-            self._tar = tarfile.open(self._final_path.with_suffix(TEMP_SUFFIX), "w")  # noqa: SIM115
         try:
+            if self._tar is None:
+                # Stays open across `write` calls; `publish` or `abandon` closes it.
+                self._tar = tarfile.open(self._temp_path, "w")  # noqa: SIM115
             for extension, data in files.items():
                 info = tarfile.TarInfo(f"{record.key}.{extension}")
                 info.size = len(data)
                 self._tar.addfile(info, io.BytesIO(data))
+            self._count += 1
+            if self._count >= self.samples_per_shard:
+                self.publish()
         except BaseException:
             self.abandon()
             raise
-        self._count += 1
-        if self._count >= self.samples_per_shard:
-            self.publish()
 
     def publish(self) -> None:
-        """Close the open shard, make it durable and give it its final name."""
+        """Close the open shard, check that every byte reached the disk, make it durable, give it its final name."""
         if self._tar is None:
             return
-        temp = Path(str(self._tar.name))
+        temp = self._temp_path
         self._tar.close()
+        # The archive ends with two zero blocks, padded to a whole record (`close` writes both).
+        expected = -(-self._tar.offset // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+        if temp.stat().st_size != expected:
+            raise OSError(errno.EIO, f"Shard {str(temp)!r} holds {temp.stat().st_size} of its {expected} bytes")
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, self._final_path)
@@ -91,18 +149,25 @@ class ShardWriter:
         self.number += 1
 
     def abandon(self) -> None:
-        """Drop the open shard (its samples will be generated again)."""
-        if self._tar is not None:
-            temp = Path(str(self._tar.name))
-            self._tar.close()
-            temp.unlink(missing_ok=True)
-            self._tar, self._count = None, 0
+        """Drop the open shard (its samples will be generated again); also when the disk is full."""
+        if self._tar is None:
+            return
+        tar, self._tar, self._count = self._tar, None, 0
+        try:
+            with contextlib.suppress(OSError):  # closing writes the end blocks, which a full disk refuses
+                tar.close()
+        finally:
+            self._temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.publish()
+        try:
+            self.publish()
+        except BaseException:
+            self.abandon()
+            raise
 
 
 @dataclass(frozen=True)
@@ -129,10 +194,7 @@ def index_shard(path: Path) -> list[SampleLocation]:
                 if member.offset_data + member.size > path.stat().st_size:
                     raise tarfile.ReadError(f"member {member.name} runs past the end of the file")
     except (tarfile.TarError, OSError, EOFError) as error:
-        raise ShardError(
-            f"Shard {str(path)!r} is unreadable or truncated ({error}). Delete it and run `groundiff generate` "
-            f"again with the same config: its samples are regenerated identically."
-        ) from error
+        raise ShardError(f"Shard {str(path)!r} is unreadable or truncated ({error}). {REGENERATE}") from error
     locations = []
     for key, files in grouped.items():
         if "json" not in files or "png" not in files:
@@ -152,6 +214,23 @@ def read_files(location: SampleLocation, extensions: tuple[str, ...] | None = No
     return files
 
 
+def read_record(location: SampleLocation, *, features: bool = True) -> SampleRecord:
+    """One sample from its shard; `features=False` skips the U-Net maps (the largest part).
+
+    Raises:
+        ShardError: a file of the sample cannot be decoded (corrupt bytes); the message names shard and sample.
+    """
+    wanted = None if features else tuple(e for e in location.files if e != FEATURES_EXT)
+    files = read_files(location, wanted)
+    try:
+        return decode_record(location.index, files, features=features)
+    except Exception as error:  # safetensors, PIL and json each raise their own type
+        raise ShardError(
+            f"Sample {sample_key(location.index)} of shard {str(location.shard)!r} is corrupt "
+            f"({type(error).__name__}: {error}). {REGENERATE}"
+        ) from error
+
+
 def list_shards(folder: Path) -> list[Path]:
     """Complete shards of a set folder, sorted by name."""
     return sorted(folder.glob(f"*{SHARD_SUFFIX}"))
@@ -161,8 +240,7 @@ def iter_records(folder: Path, *, features: bool = True) -> Iterator[SampleRecor
     """Every sample of a set folder, shard by shard."""
     for shard in list_shards(folder):
         for location in index_shard(shard):
-            files = read_files(location, None if features else tuple(e for e in location.files if "features" not in e))
-            yield decode_record(location.index, files, features=features)
+            yield read_record(location, features=features)
 
 
 def iter_metadata(folder: Path) -> Iterator[dict[str, Any]]:
@@ -175,8 +253,11 @@ def iter_metadata(folder: Path) -> Iterator[dict[str, Any]]:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write under a temporary name and rename it, so readers see the old or the new file, never half."""
     temp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    temp.write_text(text)
-    os.replace(temp, path)
+    try:
+        temp.write_text(text)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)  # left only when writing failed (disk full)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn,
     maskrcnn_resnet50_fpn_v2,
 )
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from groundiff.labeling.base import LabelResult
 
@@ -149,27 +150,46 @@ def _weights_file(weights: WeightsEnum) -> Path:
 def build_maskrcnn(version: MaskRCNNVersion = "v2", *, pretrained: bool = True, **kwargs: Any) -> MaskRCNN:
     """torchvision's ResNet-50 FPN Mask R-CNN, `v2` or `v1`, with COCO weights from the torch hub cache.
 
-    With `pretrained=False` the network has random weights (tests); `kwargs` go to the torchvision
-    builder (e.g. `min_size`, `max_size`, `box_score_thresh`). Raises RuntimeError saying how to get
-    the weights when they are neither cached nor downloadable.
+    The weights are loaded as a plain state dict with `weights_only=True` (torchvision's own loader
+    unpickles them unrestricted, which can run code hidden in the file), into the network
+    torchvision builds for them: v1's ResNet has frozen batch norms with eps 0. With `pretrained=False`
+    the network has random weights (tests); `kwargs` go to the torchvision builder (e.g. `min_size`,
+    `max_size`, `box_score_thresh`). Raises RuntimeError saying how to get the weights when they are
+    neither cached nor downloadable.
     """
     if version not in _BUILDERS:
         raise ValueError(f"Unknown Mask R-CNN version {version!r}; use 'v2' (default) or 'v1'.")
     if not pretrained:
         return _BUILDERS[version](weights=None, weights_backbone=None, **kwargs)
     weights = _WEIGHTS[version]
+    classes = len(weights.meta["categories"])
+    model = _BUILDERS[version](weights=None, weights_backbone=None, num_classes=classes, **kwargs)
+    if version == "v1":
+        _freeze_batch_norms(model.backbone.body)
     try:
-        return _BUILDERS[version](weights=weights, **kwargs)
+        state = torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True, weights_only=True)
     except OSError as err:  # urllib's URLError is an OSError
         cached = _weights_file(weights)
         if cached.exists():
             raise
-        fetch = f"from torchvision.models.detection import {type(weights).__name__} as W; W.DEFAULT.get_state_dict()"
+        fetch = f"import torch; torch.hub.load_state_dict_from_url({weights.url!r}, weights_only=True)"
         raise RuntimeError(
-            f"The COCO Mask R-CNN {version} weights are not in the torch hub cache ({cached}) and downloading "
-            f"{weights.url} failed ({err}). On a machine with network, run `python -c '{fetch}'` (or download "
-            f"the URL) and copy the file to {cached}; set TORCH_HOME to use another cache folder."
+            f"The COCO Mask R-CNN {version} weights ({type(weights).__name__}.DEFAULT) are not in the torch hub "
+            f"cache ({cached}) and downloading {weights.url} failed ({err}). On a machine with network, run "
+            f'`python -c "{fetch}"` (or download the URL) and copy the file to {cached}; set TORCH_HOME to use '
+            f"another cache folder."
         ) from err
+    model.load_state_dict(state)
+    return model
+
+
+def _freeze_batch_norms(module: torch.nn.Module) -> None:
+    """Replace each BatchNorm2d by a FrozenBatchNorm2d with eps 0, as torchvision builds the COCO v1 network."""
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(module, name, FrozenBatchNorm2d(child.num_features, eps=0.0))
+        else:
+            _freeze_batch_norms(child)
 
 
 class MaskRCNNLabeler:
