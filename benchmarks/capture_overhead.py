@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from groundiff import architectures, testing
 from groundiff.capture import CaptureConfig, capture_features
 from groundiff.capture.sizes import bytes_per_image, feature_shapes
 from groundiff.environment import environment_report
+from groundiff.sd import architectures
+from groundiff.sd import tiny as testing
 
 PROMPT = "a photograph of a dog and a sofa"
 

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from groundiff import architectures, testing
 from groundiff.capture import CaptureConfig
 from groundiff.capture.sizes import bytes_per_image, feature_shapes
-from groundiff.data import GenerateConfig, generate_set
 from groundiff.data.vocabulary import VOC_SPLIT1
 from groundiff.environment import environment_report
-from groundiff.pipelines import load_pipeline
+from groundiff.generation import GenerateConfig, generate_set
+from groundiff.sd import architectures
+from groundiff.sd import tiny as testing
+from groundiff.sd.pipelines import load_pipeline
 
 
 class Stopwatch:

@@ -25,11 +25,11 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from diffusers.models.attention_processor import AttnProcessor
 from transformers import CLIPTextModel
 
-from groundiff.architectures import clip_text_config, sd15_unet_config, sd_ddim_scheduler
 from groundiff.capture import capture_features
-from groundiff.dtypes import parse_dtype
 from groundiff.environment import environment_report
-from groundiff.tokenizer import load_clip_tokenizer
+from groundiff.sd.architectures import clip_text_config, sd15_unet_config, sd_ddim_scheduler
+from groundiff.sd.dtypes import parse_dtype
+from groundiff.sd.tokenizer import load_clip_tokenizer
 
 PROMPT = "a photograph of a dog and a sofa"
 

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from groundiff import testing
-from groundiff.data import GenerateConfig, generate_set
 from groundiff.data.vocabulary import VOC_SPLIT1
 from groundiff.environment import environment_report
-from groundiff.train import train
-from groundiff.train_config import TrainConfig
+from groundiff.generation import GenerateConfig, generate_set
+from groundiff.sd import tiny as testing
+from groundiff.training.config import TrainConfig
+from groundiff.training.loop import train
 
 
 def make_sets(root: Path, samples: int) -> tuple[Path, Path]:

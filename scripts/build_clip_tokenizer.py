@@ -3,7 +3,7 @@
 The real CLIP vocabulary (49,408 tokens, MIT licensed by OpenAI) ships inside the
 `open_clip_torch` wheel as `open_clip/bpe_simple_vocab_16e6.txt.gz`. This script turns it into the
 `vocab.json` + `merges.txt` pair that `transformers.CLIPTokenizer.from_pretrained` reads, and writes
-them to `src/groundiff/assets/clip_tokenizer/`. Run it once after `pip install open_clip_torch`:
+them to `src/groundiff/sd/assets/clip_tokenizer/`. Run it once after `pip install open_clip_torch`:
 
     python scripts/build_clip_tokenizer.py
 """
@@ -18,7 +18,7 @@ import open_clip
 
 # CLIP keeps the first 48,894 merges of the file (49,408 = 2·256 byte tokens + merges + 2 specials).
 NUM_MERGES = 49408 - 2 * 256 - 2
-OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "groundiff" / "assets" / "clip_tokenizer"
+OUT_DIR = Path(__file__).resolve().parents[1] / "src" / "groundiff" / "sd" / "assets" / "clip_tokenizer"
 
 
 def byte_symbols() -> list[str]:

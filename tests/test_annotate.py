@@ -7,9 +7,10 @@ import json
 import pytest
 
 from conftest import BrightnessScorer, config, generate
-from groundiff.data import GroundingDataset, label_set, read_scores, score_set
+from groundiff.data import GroundingDataset, read_scores
 from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.testing import StubLabeler
+from groundiff.generation import label_set, score_set
+from groundiff.sd.tiny import StubLabeler
 
 
 @pytest.fixture(scope="module")

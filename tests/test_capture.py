@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from groundiff import testing
 from groundiff.capture import (
     CaptureConfig,
     GenerationSettings,
@@ -19,6 +18,7 @@ from groundiff.capture.attention import capture_cross_attention, class_heat_maps
 from groundiff.capture.hooks import hook_counts
 from groundiff.capture.replay import stored_maps
 from groundiff.capture.sizes import feature_shapes
+from groundiff.sd import tiny as testing
 
 PROMPTS = ["a photograph of a dog and a sofa", "a photograph of a pottedplant and a tvmonitor"]
 TWO_STEPS = GenerationSettings(num_inference_steps=2)

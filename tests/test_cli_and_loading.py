@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from groundiff import __version__
 from groundiff.cli import main
-from groundiff.dtypes import parse_dtype
-from groundiff.pipelines import load_pipeline
+from groundiff.sd.dtypes import parse_dtype
+from groundiff.sd.pipelines import load_pipeline
 
 
 def test_version_and_help(capsys):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from conftest import BrightnessScorer
+from groundiff.apps.demo import DemoConfig, run_demo
 from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.demo import DemoConfig, run_demo
-from groundiff.testing import StubLabeler
+from groundiff.sd.tiny import StubLabeler
 
 
 def test_demo_writes_the_report_and_resumes(sd1_pipe, tmp_path):

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from torch.utils.data import Dataset
 
-import groundiff.train
+import groundiff.training.loop
+from groundiff.apps.demo import DemoConfig, run_demo
 from groundiff.data.records import SampleRecord
-from groundiff.demo import DemoConfig, run_demo
 
 E2E_SIZE = 0.25  # train 80, val 12, each test set 12 samples (and 12 renders per truth set)
 # Measured at E2E_SIZE with data and training seeds 0, 1, 2 (docs/RESULTS.md): lowest seen 38.9,
@@ -97,8 +97,8 @@ def test_demo_on_the_shipped_mini_world_reaches_its_floors(demo_run):
 def test_the_floors_fail_when_each_image_gets_another_images_features(demo_run, tmp_path, monkeypatch):
     data, _ = demo_run
     (tmp_path / "data").symlink_to(data / "data", target_is_directory=True)
-    real_open_set = groundiff.train.open_set
-    monkeypatch.setattr(groundiff.train, "open_set", lambda *a, **k: _SwappedFeatures(real_open_set(*a, **k)))
+    real_open_set = groundiff.data.sets.open_set
+    monkeypatch.setattr(groundiff.training.loop, "open_set", lambda *a, **k: _SwappedFeatures(real_open_set(*a, **k)))
     report = run_demo(_demo_config(tmp_path), labeler_miou=100.0)
     # Measured: 11.8 / 6.2 / 15.5 (seen / mixed / unseen), every mIoU floor missed.
     assert sets_below_floor(report) == list(MIOU_FLOORS), f"swapped features pass floors: {report['miou']}"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from groundiff.architectures import sd15_unet_config
 from groundiff.capture import CaptureConfig, capture_features, group_by_resolution
 from groundiff.capture.sizes import bytes_per_image, feature_shapes
+from groundiff.sd.architectures import sd15_unet_config
 
 # Per-image (C, H, W) of each block of SD 1.5 at 512² (64² latents), conditional half.
 SD15_SHAPES = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groundiff.losses import DEFAULT_LOSS, LOSSES, grounding_loss
+from groundiff.training.losses import DEFAULT_LOSS, LOSSES, grounding_loss
 
 # One (image, class) pair of two pixels: logits 0 and ln 3 → probabilities 0.5 and 0.75; targets 0 and 1.
 LOGITS = torch.tensor([0.0, math.log(3.0)]).view(1, 1, 1, 2)  # (B, N, H, W)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groundiff.metrics import IoUAccumulator, masks_from_logits
+from groundiff.evaluation.metrics import IoUAccumulator, masks_from_logits
 
 
 def masks(*rows: str) -> torch.Tensor:

@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from groundiff import architectures, testing
 from groundiff.capture.sizes import feature_shapes
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model, group_names_by_resolution
 from groundiff.model.builder import default_level_channels
+from groundiff.sd import architectures
+from groundiff.sd import tiny as testing
 
 
 def step_layout(unet_config: dict, latent_size: int, step: int) -> dict[str, tuple[int, int, int]]:

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from groundiff.capture.attention import CrossAttentionSums, class_heat_maps
-from groundiff.miniworld.colour_threshold import colour_threshold_masks
-from groundiff.miniworld.renderer import render_scene
-from groundiff.references import (
+from groundiff.evaluation.references import (
     REFERENCE_RULES,
     THRESHOLD_GRID,
     argmax_masks,
@@ -21,6 +19,8 @@ from groundiff.references import (
     threshold_masks,
     tune_threshold,
 )
+from groundiff.miniworld.colour_threshold import colour_threshold_masks
+from groundiff.miniworld.renderer import render_scene
 
 # DAAM aggregation example: latent 16, layers of side 4 (factor 4), 8 (factor 2) and 2 (factor 8, skipped).
 LATENT, BATCH, HEADS, TOKENS, STEPS = 16, 2, 2, 3, 2

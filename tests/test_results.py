@@ -7,10 +7,10 @@ import json
 import pytest
 
 from conftest import BrightnessScorer
+from groundiff.apps.demo import generate_demo_sets
+from groundiff.apps.results import TABLES, ResultsConfig, plan_runs, run_results
 from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.demo import generate_demo_sets
-from groundiff.results import TABLES, ResultsConfig, plan_runs, run_results
-from groundiff.testing import StubLabeler, tiny_pipeline
+from groundiff.sd.tiny import StubLabeler, tiny_pipeline
 
 
 def test_rows_that_train_alike_share_one_run_per_seed():

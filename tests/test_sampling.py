@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from groundiff.data.sampling import attempt_seed, class_pools, draw_classes
 from groundiff.data.vocabulary import VOC_SPLIT1, VOC_UNSEEN, load_split
+from groundiff.generation.sampling import attempt_seed, class_pools, draw_classes
 
 
 def test_voc_split1_is_the_papers():

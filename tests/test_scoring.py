@@ -13,15 +13,8 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from groundiff.scoring import (
-    CLIP_MEAN,
-    CLIP_STD,
-    ClipIqaScorer,
-    Scorer,
-    clip_iqa_probability,
-    load_scorer,
-    top_fraction,
-)
+from groundiff.data.scores import top_fraction
+from groundiff.scoring import CLIP_MEAN, CLIP_STD, ClipIqaScorer, Scorer, clip_iqa_probability, load_scorer
 
 
 def tiny_clip(seed: int = 0) -> CLIPModel:

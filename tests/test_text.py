@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from groundiff import testing
+from groundiff.sd import tiny as testing
 from groundiff.text import (
     PromptTemplate,
     class_embeddings,

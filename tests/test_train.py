@@ -13,14 +13,15 @@ import pytest
 import torch
 
 from conftest import config, generate
-from groundiff import train as train_module
 from groundiff.cli import main
 from groundiff.data import GroundingDataset
-from groundiff.evaluate import evaluate_checkpoint, evaluate_dataset
-from groundiff.evaluate_references import attention_scores
+from groundiff.evaluation.evaluate import evaluate_checkpoint, evaluate_dataset
+from groundiff.evaluation.reference_scores import attention_scores
 from groundiff.ground import objects_from_prompt
-from groundiff.train import load_grounding_model, resume, train
-from groundiff.train_config import TrainConfig
+from groundiff.model.checkpoint import load_grounding_model
+from groundiff.training import loop as train_module
+from groundiff.training.config import TrainConfig
+from groundiff.training.loop import resume, train
 
 TINY_MODEL = {"level_channels": [4, 4, 8, 8], "width": 32, "heads": 2, "decoder_layers": 1, "ffn_width": 64}
 

@@ -10,12 +10,12 @@ from groundiff.capture import CaptureConfig
 from groundiff.capture.images import features_of_images, noise_step_timestep
 from groundiff.cli import main
 from groundiff.data.dataset import GroundingDataset
-from groundiff.data.sampling import attempt_seed, class_pools, draw_classes
 from groundiff.data.vocabulary import load_split
-from groundiff.evaluate import set_kind
+from groundiff.evaluation.evaluate import set_kind
+from groundiff.generation.sampling import attempt_seed, class_pools, draw_classes
 from groundiff.miniworld.renderer import render_scene
 from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
-from groundiff.pipelines import load_pipeline
+from groundiff.sd.pipelines import load_pipeline
 
 MINIWORLD_BLOCKS = {"down0", "down1", "down2", "mid", "up0", "up1", "up2"}
 
@@ -89,8 +89,8 @@ def test_truth_set_command(tmp_path, capsys):
 
 
 def test_on_truth_sets_the_colour_baseline_is_exact_for_two_colours_and_the_labeler_is_scored(miniworld_pipe, tmp_path):
-    from groundiff.evaluate import _world_rules
-    from groundiff.evaluate_references import score_references
+    from groundiff.evaluation.evaluate import _world_rules
+    from groundiff.evaluation.reference_scores import score_references
 
     folder = make_truth_set(truth_config(tmp_path / "truth", num_samples=12, attention_maps=False), pipe=miniworld_pipe)
     rules = _world_rules("miniworld")

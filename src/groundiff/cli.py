@@ -24,7 +24,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
 def _cmd_capture(args: argparse.Namespace) -> int:
     from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
     from groundiff.capture.export import export_generation
-    from groundiff.pipelines import load_pipeline
+    from groundiff.sd.pipelines import load_pipeline
 
     config = CaptureConfig(
         blocks=tuple(args.blocks.split(",")) if args.blocks else None,
@@ -48,9 +48,9 @@ def _cmd_capture(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from groundiff.config_io import build_config
-    from groundiff.data.config import GenerateConfig
-    from groundiff.data.generate import generate_set, worker_from_environment
+    from groundiff.config import build_config
+    from groundiff.generation.config import GenerateConfig
+    from groundiff.generation.generate import generate_set, worker_from_environment
 
     config = build_config(GenerateConfig, args.config, args)
     worker, workers = worker_from_environment(args.worker, args.workers)
@@ -71,7 +71,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_truth_set(args: argparse.Namespace) -> int:
-    from groundiff.config_io import build_config
+    from groundiff.config import build_config
     from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -83,7 +83,7 @@ def _cmd_truth_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from groundiff.data.annotate import label_set
+    from groundiff.generation.annotate import label_set
     from groundiff.labeling.registry import load_labeler
 
     report = label_set(Path(args.data), Path(args.out), load_labeler(args.labeler), args.labeler)
@@ -95,7 +95,8 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from groundiff.data.annotate import SCORES_FILE, score_set
+    from groundiff.data.scores import SCORES_FILE
+    from groundiff.generation.annotate import score_set
     from groundiff.scoring import load_scorer
 
     scorer = load_scorer(args.scorer)
@@ -109,9 +110,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from groundiff.config_io import build_config
-    from groundiff.train import resume, train
-    from groundiff.train_config import TrainConfig
+    from groundiff.config import build_config
+    from groundiff.training.config import TrainConfig
+    from groundiff.training.loop import resume, train
 
     config = build_config(TrainConfig, args.config, args)
     report = (resume if args.resume else train)(config)
@@ -123,7 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from groundiff.evaluate import evaluate_checkpoint, results_table
+    from groundiff.evaluation.evaluate import evaluate_checkpoint, results_table
 
     report = evaluate_checkpoint(
         Path(args.checkpoint),
@@ -141,8 +142,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_ground(args: argparse.Namespace) -> int:
     from groundiff.ground import ground, grounding_paths, objects_from_prompt, write_grounding
-    from groundiff.pipelines import load_pipeline
-    from groundiff.train import load_grounding_model
+    from groundiff.model.checkpoint import load_grounding_model
+    from groundiff.sd.pipelines import load_pipeline
 
     model, meta = load_grounding_model(Path(args.checkpoint))
     objects = args.objects or objects_from_prompt(args.prompt, meta["set_config"]["template"])
@@ -157,14 +158,14 @@ def _cmd_ground(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from groundiff.experiments import RESULTS_FILE, experiment_names, run_experiment
+    from groundiff.apps.experiments import RESULTS_FILE, experiment_names, run_experiment
 
     if args.name == "list":
         print("\n".join(experiment_names()))
         return 0
     overrides = {"epochs": args.epochs} if args.epochs else {}
     if args.model_config:
-        from groundiff.config_io import read_config_file
+        from groundiff.config import read_config_file
 
         overrides.update(read_config_file(Path(args.model_config)))
     row = run_experiment(
@@ -181,8 +182,8 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from groundiff.config_io import build_config
-    from groundiff.demo import DemoConfig, run_demo
+    from groundiff.apps.demo import DemoConfig, run_demo
+    from groundiff.config import build_config
 
     config = build_config(DemoConfig, args.config, args)
     report = run_demo(config)
@@ -192,8 +193,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
-    from groundiff.config_io import build_config
-    from groundiff.results import ResultsConfig, run_results
+    from groundiff.apps.results import ResultsConfig, run_results
+    from groundiff.config import build_config
 
     config = build_config(ResultsConfig, args.config, args)
     report = run_results(config)
@@ -208,7 +209,7 @@ def _config_command(
     commands: argparse._SubParsersAction, name: str, cls: type, help_text: str, skip: tuple[str, ...] = ()
 ) -> argparse.ArgumentParser:
     """A subcommand whose options are the fields of a config dataclass, readable from `--config FILE` too."""
-    from groundiff.config_io import add_dataclass_flags
+    from groundiff.config import add_dataclass_flags
 
     parser = commands.add_parser(
         name,
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--out", default=None, help="folder for the image PNG and features safetensors")
     capture.set_defaults(run=_cmd_capture)
 
-    from groundiff.data.config import GenerateConfig
+    from groundiff.generation.config import GenerateConfig
 
     generate = _config_command(
         commands, "generate", GenerateConfig, "generate a set of images, U-Net features and masks into shards"
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--scorer", default="miniworld", help="miniworld, a CLIP hub id or folder, or clipiqa+")
     score.set_defaults(run=_cmd_score)
 
-    from groundiff.train_config import TrainConfig
+    from groundiff.training.config import TrainConfig
 
     train = _config_command(
         commands, "train", TrainConfig, "train the grounding model (best checkpoint by validation mIoU)", ("model",)
@@ -325,12 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     grounded.add_argument("--out", default="grounded", help="folder for image, masks and overlay")
     grounded.set_defaults(run=_cmd_ground)
 
-    from groundiff.demo import DemoConfig
+    from groundiff.apps.demo import DemoConfig
 
     demo = _config_command(commands, "demo", DemoConfig, "run the whole method on the shipped mini world")
     demo.set_defaults(run=_cmd_demo)
 
-    from groundiff.results import ResultsConfig
+    from groundiff.apps.results import ResultsConfig
 
     results = _config_command(
         commands, "results", ResultsConfig, "measure the paper's Tables 2, 3, 4 and 8 on the mini world over seeds"

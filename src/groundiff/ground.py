@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from groundiff.batching import ClassEmbedder
 from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
+from groundiff.data.batching import ClassEmbedder
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
 
 # What an object name may not keep in its mask's file name (all but letters, digits, "_", "." and "-").

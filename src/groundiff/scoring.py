@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -92,7 +91,7 @@ class ClipIqaScorer:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1.")
         if tokenizer is None:
-            from groundiff.tokenizer import load_clip_tokenizer
+            from groundiff.sd.tokenizer import load_clip_tokenizer
 
             tokenizer = load_clip_tokenizer()
         self.model = model.eval()
@@ -230,23 +229,3 @@ def load_scorer(name_or_path: str, *, device: str = "cpu", batch_size: int = 32)
         model = load_miniworld_clip().to(device)
         return ClipIqaScorer(model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), batch_size=batch_size, name="miniworld")
     return _load_clip(name_or_path, device=device, batch_size=batch_size)
-
-
-def top_fraction(scores: Sequence[float] | np.ndarray, fraction: float = 0.8) -> np.ndarray:
-    """Indices (ascending, int64) of the best `floor(fraction × N)` of N scores, higher is better.
-
-    Ties are broken by index (the earlier sample is kept), so the selection is deterministic.
-    `fraction` is in (0, 1]; NaN scores are an error (score every sample first).
-    """
-    values = np.asarray(scores, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"Expected a 1-D array of scores, got shape {values.shape}.")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction={fraction} is outside (0, 1]; pass e.g. 0.8 to keep the best 80%.")
-    if np.isnan(values).any():
-        raise ValueError(
-            f"{int(np.isnan(values).sum())} scores are NaN (samples without a score); score them or drop them first."
-        )
-    count = math.floor(fraction * len(values) + 1e-9)
-    order = np.lexsort((np.arange(len(values)), -values))  # by score descending, then index ascending
-    return np.sort(order[:count]).astype(np.int64)

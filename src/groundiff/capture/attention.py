@@ -10,7 +10,7 @@ Follows castorini/daam (Tang et al., 2023, "What the DAAM"), step by step:
    head) maps is taken: (B, T, latent, latent).
 3. Per word (`class_heat_maps`). A class's map is the mean over its BPE tokens; stored min-max
    normalised to [0, 1].
-4. Per mask (`groundiff.references.expand_heat`, `threshold_masks`). Bicubic upsampling to the image
+4. Per mask (`groundiff.evaluation.references.expand_heat`, `threshold_masks`). Bicubic upsampling to the image
    size, min-max normalisation per map, then a threshold (DAAM's paper used 0.4).
 
 Legend for shape comments: B batch, T prompt tokens, N classes, s attention side.

@@ -1,4 +1,4 @@
-"""Synthetic grounding datasets: vocabularies and splits, sample records, shards, generation.
+"""The on-disk grounding sets: vocabularies and splits, sample records, shards, manifests, scores, datasets.
 
 Names are imported on first use, so that `groundiff --help` and config parsing stay fast.
 """
@@ -13,16 +13,11 @@ _EXPORTS = {
     "VOC_SPLIT1": "vocabulary",
     "ClassSplit": "vocabulary",
     "load_split": "vocabulary",
-    "GenerateConfig": "config",
-    "GenerateReport": "generate",
-    "generate_set": "generate",
     "GroundingDataset": "dataset",
     "SampleRecord": "records",
     "ShardError": "shards",
     "iter_records": "shards",
-    "label_set": "annotate",
-    "read_scores": "annotate",
-    "score_set": "annotate",
+    "read_scores": "scores",
 }
 
 __all__ = sorted(_EXPORTS)

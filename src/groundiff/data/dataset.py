@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from groundiff.data.annotate import read_scores
 from groundiff.data.records import SampleRecord
+from groundiff.data.scores import read_scores, top_fraction
 from groundiff.data.shards import SampleLocation, index_shard, list_shards, read_record
-from groundiff.scoring import top_fraction
 
 
 class GroundingDataset(Dataset[SampleRecord]):

@@ -8,10 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from groundiff.data.shards import REGENERATE, ShardError, index_shard, list_shards, read_files, write_json_atomic
+from groundiff.data.shards import REGENERATE, ShardError, index_shard, list_shards, read_files
 from groundiff.environment import environment_report
+from groundiff.files import write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "config.json"  # the GenerateConfig that made the set
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<number>\d{5})\.tar$")
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from groundiff.config_io import read_config_file
+from groundiff.config import read_config_file
 
 VOC_SEEN = (
     "aeroplane",

@@ -14,9 +14,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
-from groundiff.architectures import sd_ddim_scheduler
 from groundiff.miniworld.renderer import IMAGE_SIZE
 from groundiff.miniworld.vocabulary import CLASSES
+from groundiff.sd.architectures import sd_ddim_scheduler
 
 LATENT_SIZE = IMAGE_SIZE // 4
 TEXT_WIDTH = 64

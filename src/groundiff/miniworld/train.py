@@ -240,7 +240,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _tokenize(texts: Sequence[str], length: int) -> torch.Tensor:
-    from groundiff.tokenizer import load_clip_tokenizer
+    from groundiff.sd.tokenizer import load_clip_tokenizer
 
     tokenizer = load_clip_tokenizer()
     return tokenizer(
@@ -478,7 +478,7 @@ def publish(config: TrainConfig, parts: Sequence[str], weights_dir: Path) -> Non
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from groundiff.tokenizer import load_clip_tokenizer
+    from groundiff.sd.tokenizer import load_clip_tokenizer
 
     pipeline_dir = weights_dir / "pipeline"
     components: dict[str, nn.Module] = {}

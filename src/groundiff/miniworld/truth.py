@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from groundiff.capture.config import CaptureConfig, Layout
-from groundiff.config_io import option
-from groundiff.dtypes import parse_dtype
+from groundiff.config import option
+from groundiff.sd.dtypes import parse_dtype
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,11 @@ def make_truth_set(config: TruthSetConfig, *, pipe: Any = None) -> Path:
     # Imported here so that the CLI can read TruthSetConfig without loading torch-heavy modules.
     from tqdm.auto import tqdm
 
-    from groundiff.data.generate import prepare_folder
     from groundiff.data.manifest import MANIFEST_FILE, collect_done, write_manifest
-    from groundiff.data.sampling import class_pools
     from groundiff.data.shards import TEMP_SUFFIX, BackgroundWriter, ShardWriter
     from groundiff.data.vocabulary import load_split
+    from groundiff.generation.generate import prepare_folder
+    from groundiff.generation.sampling import class_pools
 
     folder = Path(config.out)
     prepare_folder(folder, config.content())
@@ -101,7 +101,7 @@ def make_truth_set(config: TruthSetConfig, *, pipe: Any = None) -> Path:
     todo = [i for i in range(config.num_samples) if i not in done]
     if todo:
         if pipe is None:
-            from groundiff.pipelines import load_pipeline
+            from groundiff.sd.pipelines import load_pipeline
 
             pipe = load_pipeline("miniworld", device="cpu")
         writer = ShardWriter(folder, prefix, config.samples_per_shard, shard_counts.get(prefix, 0))
@@ -122,7 +122,7 @@ def _render_batch(config: TruthSetConfig, pools: Any, pipe: Any, indices: list[i
     from groundiff.capture.attention import class_heat_maps
     from groundiff.capture.images import features_of_images
     from groundiff.data.records import SampleRecord
-    from groundiff.data.sampling import attempt_seed, draw_classes
+    from groundiff.generation.sampling import attempt_seed, draw_classes
     from groundiff.miniworld.renderer import render_scene
     from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
 

@@ -22,29 +22,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from groundiff.batching import ClassEmbedder, GroundingBatch, collate
-from groundiff.capture.replay import stored_maps
-from groundiff.checkpoints import (
+from groundiff.data.batching import ClassEmbedder, GroundingBatch, collate
+from groundiff.data.manifest import CONFIG_FILE
+from groundiff.data.sets import check_training_set, open_set, set_model_name
+from groundiff.evaluation.evaluate import evaluate_dataset
+from groundiff.files import hold_lock
+from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
+from groundiff.model.builder import default_level_channels
+from groundiff.model.checkpoint import (
     load_checkpoint_meta,
     load_weights,
     recover_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
-from groundiff.data.config import CONFIG_FILE
-from groundiff.data.dataset import GroundingDataset
-from groundiff.data.manifest import check_complete
-from groundiff.data.records import SampleRecord
-from groundiff.data.shards import hold_lock
-from groundiff.evaluate import evaluate_dataset
-from groundiff.losses import grounding_loss
-from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
-from groundiff.model.builder import default_level_channels
-from groundiff.pipelines import load_pipeline, load_text_components
-from groundiff.train_config import RESUME_FREE_FIELDS, TrainConfig
+from groundiff.sd.pipelines import load_text_components
+from groundiff.training.config import RESUME_FREE_FIELDS, TrainConfig
+from groundiff.training.losses import grounding_loss
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +56,6 @@ class TrainReport:
     samples_per_s: float
     data_wait_fraction: float
     history: list[dict[str, float]]
-
-
-class _MapsDataset(Dataset[SampleRecord]):
-    """Records with their maps, recomputed by the generating U-Net when a set stores U-Net inputs."""
-
-    def __init__(self, records: Dataset[SampleRecord], size: int, unet: Any | None) -> None:
-        self.records, self.size, self.unet = records, size, unet
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, position: int) -> SampleRecord:
-        record = self.records[position]
-        timesteps = {int(k): v for k, v in record.meta.get("feature_timesteps", {}).items()}
-        record.features = stored_maps(record.features, timesteps, self.unet)  # `collate` casts to float32
-        return record
 
 
 def local_rank() -> int:
@@ -97,39 +78,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def set_model_name(folder: str) -> str:
-    """The diffusion model that generated a set (its text encoder is the grounding model's)."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{folder!r} has no {CONFIG_FILE}; pass a set folder written by `groundiff generate`.")
-    return str(json.loads(path.read_text())["model"])
-
-
-def check_training_set(folder: str, kind: str) -> None:
-    """Refuse a set that is not complete and intact (see `check_complete`) or not of `kind`.
-
-    Raises:
-        ShardError: the set is incomplete (no manifest) or its shards differ from the manifest.
-        ValueError: the set is of another kind (`--train` takes a train set, `--val` a val set).
-    """
-    found = check_complete(Path(folder))["config"].get("set")
-    if found != kind:
-        raise ValueError(
-            f"--{kind} {folder!r} is a {found!r} set; pass a {kind!r} set (`groundiff generate --set {kind}`): "
-            f"training or choosing the best epoch on another kind leaks the sets meant for measuring into the model."
-        )
-
-
-def open_set(folder: str, limit: int | None = None, *, top_quality: float | None = None) -> _MapsDataset:
-    """A set with ready maps: stored ones, or recomputed when the set stores U-Net inputs."""
-    records = GroundingDataset([folder], top_quality=top_quality)
-    first = records[0]
-    unet = None
-    if not any(".input." not in k for k in first.features):
-        unet = load_pipeline(set_model_name(folder), device="cpu").unet
-    return _MapsDataset(records, min(limit or len(records), len(records)), unet)
 
 
 def train(config: TrainConfig) -> TrainReport:
@@ -404,13 +352,3 @@ def write_history(out: Path, history: list[dict[str, float]]) -> None:
     figure.savefig(temp, dpi=100)
     plt.close(figure)
     os.replace(temp, out / "curves.png")
-
-
-def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingModel, dict[str, Any]]:
-    """A trained model in eval mode and its checkpoint metadata."""
-    meta = load_checkpoint_meta(folder)
-    config = GroundingModelConfig.from_dict(meta["model_config"])
-    shapes = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(meta["feature_shapes"].items())}
-    model = build_grounding_model(config, shapes, int(meta["text_width"]))
-    model.load_state_dict(load_weights(folder))
-    return model.to(device).eval(), meta

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from groundiff.capture.attention import min_max_normalise
-from groundiff.metrics import IoUAccumulator
+from groundiff.evaluation.metrics import IoUAccumulator
 
 Rule = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundiff.config_io import option
-from groundiff.demo import DEMO_SETS, TEST_SETS, DemoConfig
+from groundiff.apps.demo import DEMO_SETS, TEST_SETS, DemoConfig
+from groundiff.config import option
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class Run:
 def plan_runs(config: ResultsConfig, train_samples: int) -> tuple[list[Run], dict[tuple[str, str], str | None]]:
     """The distinct runs of the chosen tables, and the run name of each (table, row label): None for a
     row whose share of `config.train_samples` is more than the `train_samples` the set holds."""
-    from groundiff.experiments import experiment_config
+    from groundiff.apps.experiments import experiment_config
 
     names_by_fields: dict[tuple[tuple[str, Any], ...], str] = {}
     row_runs: dict[tuple[str, str], str | None] = {}
@@ -187,7 +187,7 @@ def plan_runs(config: ResultsConfig, train_samples: int) -> tuple[list[Run], dic
 
 def _effective_fields(fields: dict[str, Any]) -> dict[str, Any]:
     """An experiment's fields with TrainConfig defaults filled in, so that equal trainings compare equal."""
-    from groundiff.train_config import TrainConfig
+    from groundiff.training.config import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name in TRAINING_FIELDS}
     return {**defaults, **fields}
@@ -205,9 +205,9 @@ def run_results(
     `pipe`, `labeler` and `scorer` replace the model's own (tests use tiny ones). Returns None on a worker
     that finishes before the others.
     """
-    from groundiff.data.shards import write_json_atomic, write_text_atomic
-    from groundiff.demo import generate_demo_sets
-    from groundiff.pipelines import load_pipeline
+    from groundiff.apps.demo import generate_demo_sets
+    from groundiff.files import write_json_atomic, write_text_atomic
+    from groundiff.sd.pipelines import load_pipeline
 
     start = time.perf_counter()
     out, data = Path(config.out), config.data_folder()
@@ -293,10 +293,10 @@ def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) 
 
     The unfiltered evaluation also scores the truth sets (when the data has them) and every reference.
     """
-    from groundiff.data.shards import write_json_atomic
-    from groundiff.evaluate import evaluate_checkpoint
-    from groundiff.train import train_or_resume
-    from groundiff.train_config import TrainConfig
+    from groundiff.evaluation.evaluate import evaluate_checkpoint
+    from groundiff.files import write_json_atomic
+    from groundiff.training.config import TrainConfig
+    from groundiff.training.loop import train_or_resume
 
     out, data = Path(config.out), config.data_folder()
     if _evaluation_path(out, run).exists():
@@ -359,7 +359,7 @@ def _collect(
 ) -> dict[str, Any]:
     """Per table row: mIoU per seed (with its bootstrap interval), mean ± std over seeds per test set, the
     paper's numbers beside them; the references of each test set (seed-independent)."""
-    from groundiff.demo import read_keep_rates
+    from groundiff.apps.demo import read_keep_rates
 
     out, data = Path(config.out), config.data_folder()
     evaluations = {(run.name, run.seed): json.loads(_evaluation_path(out, run).read_text()) for run in runs}
@@ -420,7 +420,7 @@ def _std(values: list[float]) -> float:
 def results_markdown(report: dict[str, Any]) -> str:
     """The tables as markdown: ours as mean ± std over seeds [mean 95 % interval], the paper's beside them,
     then the floors, ceilings and references of every test set."""
-    from groundiff.evaluate import REFERENCE_LABELS, format_miou
+    from groundiff.evaluation.evaluate import REFERENCE_LABELS, format_miou
 
     config, sets = report["config"], report["sets"]
     seeds = ",".join(str(s) for s in config["seeds"])

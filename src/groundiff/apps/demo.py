@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundiff.config_io import option
+from groundiff.config import option
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,10 @@ def run_demo(
     `pipe`, `labeler`, `scorer` and `labeler_miou` replace the mini world's own (tests use tiny ones).
     """
     # Imported here so that the CLI can read DemoConfig without loading torch-heavy modules.
-    from groundiff.data.shards import write_json_atomic
-    from groundiff.evaluate import evaluate_checkpoint
-    from groundiff.train import train_or_resume
-    from groundiff.train_config import TrainConfig
+    from groundiff.evaluation.evaluate import evaluate_checkpoint
+    from groundiff.files import write_json_atomic
+    from groundiff.training.config import TrainConfig
+    from groundiff.training.loop import train_or_resume
 
     start = time.perf_counter()
     if config.threads is not None:
@@ -73,7 +73,7 @@ def run_demo(
     out = Path(config.out)
     own = config.model == "miniworld"
     if own and pipe is None:
-        from groundiff.pipelines import load_pipeline
+        from groundiff.sd.pipelines import load_pipeline
 
         pipe = load_pipeline("miniworld", device="cpu")
     # 1. Data: one set of each kind, generated once (a rerun finds them complete).
@@ -130,8 +130,8 @@ def generate_demo_sets(
     config: DemoConfig, *, pipe: Any, labeler: Any = None, scorer: Any = None, worker: int = 0, workers: int = 1
 ) -> None:
     """This worker's share of the demo's five sets under `<out>/data/` (the last worker writes each manifest)."""
-    from groundiff.data.config import GenerateConfig
-    from groundiff.data.generate import generate_set
+    from groundiff.generation.config import GenerateConfig
+    from groundiff.generation.generate import generate_set
 
     for kind in DEMO_SETS:
         generate_config = GenerateConfig(
@@ -185,7 +185,7 @@ def read_keep_rates(data: Path) -> dict[str, float]:
 
 
 def _summary(report: dict[str, Any], results: dict[str, Any], pictures: list[str]) -> str:
-    from groundiff.evaluate import results_table
+    from groundiff.evaluation.evaluate import results_table
 
     lines = [
         "# groundiff demo",

@@ -21,7 +21,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from groundiff.data.shards import fsync_directory
+from groundiff.files import fsync_directory
+from groundiff.model.builder import build_grounding_model
+from groundiff.model.config import GroundingModelConfig
+from groundiff.model.grounding import GroundingModel
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
@@ -194,3 +197,13 @@ def _python_state_to_json(state: tuple[Any, ...]) -> list[Any]:
 
 def _python_state_from_json(state: list[Any]) -> tuple[Any, ...]:
     return (state[0], tuple(state[1]), state[2])
+
+
+def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingModel, dict[str, Any]]:
+    """A trained model in eval mode and its checkpoint metadata."""
+    meta = load_checkpoint_meta(folder)
+    config = GroundingModelConfig.from_dict(meta["model_config"])
+    shapes = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(meta["feature_shapes"].items())}
+    model = build_grounding_model(config, shapes, int(meta["text_width"]))
+    model.load_state_dict(load_weights(folder))
+    return model.to(device).eval(), meta

@@ -23,23 +23,16 @@ from tqdm.auto import tqdm
 
 from groundiff.capture import GenerationSettings, generate_with_features
 from groundiff.capture.attention import class_heat_maps
-from groundiff.data.config import CONFIG_FILE, GenerateConfig
-from groundiff.data.manifest import MANIFEST_FILE, check_complete, collect_done, write_manifest
+from groundiff.data.manifest import CONFIG_FILE, MANIFEST_FILE, check_complete, collect_done, write_manifest
 from groundiff.data.records import SampleRecord
-from groundiff.data.sampling import ClassPools, attempt_seed, class_pools, draw_classes
-from groundiff.data.shards import (
-    TEMP_SUFFIX,
-    BackgroundWriter,
-    FolderBusyError,
-    ShardError,
-    ShardWriter,
-    hold_lock,
-    is_locked,
-)
+from groundiff.data.shards import TEMP_SUFFIX, BackgroundWriter, ShardError, ShardWriter
 from groundiff.data.vocabulary import ClassSplit, load_split
-from groundiff.dtypes import parse_dtype
+from groundiff.files import FolderBusyError, hold_lock, is_locked
+from groundiff.generation.config import GenerateConfig
+from groundiff.generation.sampling import ClassPools, attempt_seed, class_pools, draw_classes
 from groundiff.labeling.base import Labeler, LabelResult
-from groundiff.pipelines import load_pipeline
+from groundiff.sd.dtypes import parse_dtype
+from groundiff.sd.pipelines import load_pipeline
 from groundiff.text import PromptTemplate
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 from diffusers import DDIMScheduler
 from transformers import CLIPTextConfig
 
-from groundiff.tokenizer import CLIP_MAX_LENGTH, load_clip_tokenizer
+from groundiff.sd.tokenizer import CLIP_MAX_LENGTH, load_clip_tokenizer
 
 DOWN_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D")

@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from groundiff.data.config import CONFIG_FILE
-from groundiff.data.manifest import MANIFEST_FILE, collect_done, write_manifest
+from groundiff.data.manifest import CONFIG_FILE, MANIFEST_FILE, collect_done, write_manifest
 from groundiff.data.records import SampleRecord
-from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, iter_metadata, iter_records, write_json_atomic
+from groundiff.data.scores import SCORES_FILE
+from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, iter_metadata, iter_records
+from groundiff.files import write_json_atomic
 from groundiff.labeling.base import Labeler
-
-SCORES_FILE = "scores.json"
 
 
 @dataclass
@@ -104,11 +103,3 @@ def score_set(folder: Path, scorer: Any, *, batch_size: int = 32, progress: bool
             bar.update(len(batch))
     write_json_atomic(folder / SCORES_FILE, {"scorer": getattr(scorer, "name", "unknown"), "scores": scores})
     return scores
-
-
-def read_scores(folder: Path) -> dict[int, float]:
-    """Quality scores of a set: the side file if present, else the scores stored with each sample."""
-    side = folder / SCORES_FILE
-    if side.exists():
-        return {int(k): float(v) for k, v in json.loads(side.read_text())["scores"].items()}
-    return {m["index"]: m["iqa"] for m in iter_metadata(folder) if m.get("iqa") is not None}

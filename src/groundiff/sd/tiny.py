@@ -8,7 +8,7 @@ tokenization in tests is the real thing. Two architectures mirror the two Stable
 - `sd2`: SD 2.x layout (linear projections in attention, per-block head dims, a different text
   width, v-prediction scheduler).
 
-`sd15_unet_config()` and `sd2_unet_config()` (from `groundiff.architectures`) are the full-size U-Nets,
+`sd15_unet_config()` and `sd2_unet_config()` (from `groundiff.sd.architectures`) are the full-size U-Nets,
 for shape and throughput checks with random weights.
 """
 
@@ -24,14 +24,14 @@ import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from groundiff.architectures import (
+from groundiff.labeling.base import LabelResult
+from groundiff.sd.architectures import (
     DOWN_BLOCKS,
     UP_BLOCKS,
     clip_text_config,
     sd_ddim_scheduler,
 )
-from groundiff.labeling.base import LabelResult
-from groundiff.tokenizer import load_clip_tokenizer
+from groundiff.sd.tokenizer import load_clip_tokenizer
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundiff.capture.config import CaptureConfig, Layout
-from groundiff.config_io import check_types, option
+from groundiff.config import check_types, option
 from groundiff.data.vocabulary import DEFAULT_SET_SIZES, SET_KINDS
-from groundiff.dtypes import parse_dtype
+from groundiff.sd.dtypes import parse_dtype
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
 
-CONFIG_FILE = "config.json"
 # What a sample keeps of the U-Net: its maps, or the inputs of the captured step(s) from which
 # `capture.replay` recomputes the maps (~0.3-0.5 MB instead of 12.6 MB for SD 1.5), or both.
 FEATURE_STORAGE = ("maps", "unet-input", "both")

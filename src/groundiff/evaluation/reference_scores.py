@@ -27,8 +27,8 @@ import torch
 from torch.utils.data import Dataset
 
 from groundiff.data.records import SampleRecord
-from groundiff.metrics import IoUAccumulator
-from groundiff.references import (
+from groundiff.evaluation.metrics import IoUAccumulator
+from groundiff.evaluation.references import (
     REFERENCE_RULES,
     THRESHOLD_GRID,
     expand_heat,
@@ -83,7 +83,7 @@ def score_rule(
 ) -> dict[str, Any]:
     """Category-wise mIoU (percent, with interval) of the masks `rule(record, target)` on the records of
     `dataset` that `keep` accepts (all by default)."""
-    from groundiff.evaluate import summarize
+    from groundiff.evaluation.evaluate import summarize
 
     accumulator = IoUAccumulator()
     for record in records(dataset):

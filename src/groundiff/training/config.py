@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundiff.config_io import check_types, option
-from groundiff.losses import LOSSES
+from groundiff.config import check_types, option
+from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
 # be raised to train on (the learning rate is constant and each epoch's order depends only on the seed

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
-from groundiff import testing
-from groundiff.dtypes import parse_dtype
+from groundiff.sd import tiny as testing
+from groundiff.sd.dtypes import parse_dtype
 
 log = logging.getLogger(__name__)
 

@@ -17,17 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from groundiff.batching import ClassEmbedder, collate
+from groundiff.data.batching import ClassEmbedder, collate
 from groundiff.data.dataset import GroundingDataset
 from groundiff.data.records import SampleRecord
-from groundiff.data.shards import write_json_atomic, write_text_atomic
-from groundiff.evaluate_references import (
+from groundiff.evaluation.metrics import IoUAccumulator
+from groundiff.evaluation.reference_scores import (
     ATTENTION_ROWS,
     DAAM_THRESHOLD,
     score_references,
     tune_attention_thresholds,
 )
-from groundiff.metrics import IoUAccumulator
+from groundiff.files import write_json_atomic, write_text_atomic
 
 
 @torch.no_grad()
@@ -109,8 +109,9 @@ def evaluate_checkpoint(
         ValueError: a set whose features do not match the checkpoint's layout, from another model,
             or not a test set.
     """
-    from groundiff.pipelines import load_text_components
-    from groundiff.train import load_grounding_model, open_set, set_model_name
+    from groundiff.data.sets import open_set, set_model_name
+    from groundiff.model.checkpoint import load_grounding_model
+    from groundiff.sd.pipelines import load_text_components
 
     model, meta = load_grounding_model(checkpoint, device)
     text_encoder, tokenizer = load_text_components(meta["text_model"])

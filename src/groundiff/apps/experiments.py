@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundiff.config_io import read_config_file
-from groundiff.evaluate import evaluate_checkpoint
-from groundiff.train import train
-from groundiff.train_config import TrainConfig
+from groundiff.config import read_config_file
+from groundiff.evaluation.evaluate import evaluate_checkpoint
+from groundiff.training.config import TrainConfig
+from groundiff.training.loop import train
 
-EXPERIMENTS_DIR = Path(__file__).parent / "configs" / "experiments"
+EXPERIMENTS_DIR = Path(__file__).parents[1] / "configs" / "experiments"
 RESULTS_FILE = "results.csv"
 
 
