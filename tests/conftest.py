@@ -14,8 +14,8 @@ import torch  # noqa: E402
 
 from groundiff.data.vocabulary import VOC_SPLIT1  # noqa: E402
 from groundiff.generation import GenerateConfig, GenerateReport, generate_set  # noqa: E402
+from groundiff.labeling.stub import StubLabeler  # noqa: E402
 from groundiff.sd import tiny as testing  # noqa: E402
-from groundiff.sd.tiny import StubLabeler  # noqa: E402
 from groundiff.sd.tokenizer import load_clip_tokenizer  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -10,7 +10,7 @@ from conftest import BrightnessScorer, config, generate
 from groundiff.data import GroundingDataset, read_scores
 from groundiff.data.vocabulary import VOC_SPLIT1
 from groundiff.generation import label_set, score_set
-from groundiff.sd.tiny import StubLabeler
+from groundiff.labeling.stub import StubLabeler
 
 
 @pytest.fixture(scope="module")

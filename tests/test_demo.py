@@ -7,7 +7,7 @@ import json
 from conftest import BrightnessScorer
 from groundiff.apps.demo import DemoConfig, run_demo
 from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.sd.tiny import StubLabeler
+from groundiff.labeling.stub import StubLabeler
 
 
 def test_demo_writes_the_report_and_resumes(sd1_pipe, tmp_path):

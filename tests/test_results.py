@@ -10,7 +10,8 @@ from conftest import BrightnessScorer
 from groundiff.apps.demo import generate_demo_sets
 from groundiff.apps.results import TABLES, ResultsConfig, plan_runs, run_results
 from groundiff.data.vocabulary import VOC_SPLIT1
-from groundiff.sd.tiny import StubLabeler, tiny_pipeline
+from groundiff.labeling.stub import StubLabeler
+from groundiff.sd.tiny import tiny_pipeline
 
 
 def test_rows_that_train_alike_share_one_run_per_seed():

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from groundiff.worlds import get_world
+
 log = logging.getLogger(__name__)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -215,7 +217,7 @@ def load_scorer(name_or_path: str, *, device: str = "cpu", batch_size: int = 32)
     """A quality scorer by name, as `--scorer` names it.
 
     - `none`: no scores (returns None).
-    - `miniworld`: CLIP-IQA on the mini world's shipped CLIP (it takes pixels in [-1, 1]).
+    - a world's name: its own scorer (`miniworld`: CLIP-IQA on the mini world's shipped CLIP).
     - `clipiqa+`: pyiqa's CLIP-IQA+ (only if pyiqa is installed).
     - anything else: CLIP-IQA on the CLIPModel in that local folder or hub id (offline: from the cache).
     """
@@ -223,9 +225,7 @@ def load_scorer(name_or_path: str, *, device: str = "cpu", batch_size: int = 32)
         return None
     if name_or_path == "clipiqa+":
         return PyiqaScorer(name_or_path, device=device, batch_size=batch_size)
-    if name_or_path == "miniworld":
-        from groundiff.miniworld.weights import load_miniworld_clip
-
-        model = load_miniworld_clip().to(device)
-        return ClipIqaScorer(model, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), batch_size=batch_size, name="miniworld")
+    world = get_world(name_or_path)
+    if world is not None:
+        return world.scorer(device=device, batch_size=batch_size) if world.scorer is not None else None
     return _load_clip(name_or_path, device=device, batch_size=batch_size)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from groundiff.config import option
+from groundiff.worlds import get_world
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +72,12 @@ def run_demo(
 
         torch.set_num_threads(config.threads)
     out = Path(config.out)
-    own = config.model == "miniworld"
-    if own and pipe is None:
-        from groundiff.sd.pipelines import load_pipeline
-
-        pipe = load_pipeline("miniworld", device="cpu")
+    world = get_world(config.model)
+    if world is not None and pipe is None:
+        pipe = world.pipeline(device="cpu")
     # 1. Data: one set of each kind, generated once (a rerun finds them complete).
     generate_demo_sets(config, pipe=pipe, labeler=labeler, scorer=scorer)
-    truth_sets = make_demo_truth_sets(config, pipe=pipe) if own else []
+    truth_sets = make_demo_truth_sets(config, pipe=pipe)
     keep_rates = read_keep_rates(out / "data")
     # 2. The grounding model, the improved method.
     run = out / "run"
@@ -97,12 +96,8 @@ def run_demo(
     tests = [out / "data" / kind for kind in TEST_SETS] + [f for f in truth_sets if not f.name.endswith("-val")]
     vals = [out / "data" / "val"] + [f for f in truth_sets if f.name.endswith("-val")]
     evaluation = evaluate_checkpoint(run / "best", tests, out / "results.json", attention_baseline=True, val=vals)
-    if labeler_miou is None and own:
-        from groundiff.labeling.registry import load_labeler
-        from groundiff.miniworld.evaluate import measure_labeler
-
-        chosen: Any = labeler or load_labeler("miniworld")
-        labeler_miou = measure_labeler(chosen, count=200)["miou"]
+    if labeler_miou is None and world is not None and world.labeler_accuracy is not None:
+        labeler_miou = world.labeler_accuracy(labeler or world.labeler())
     results = evaluation.results
     report = {
         "miou": {k: round(v["miou"], 2) for k, v in results.items()},
@@ -155,12 +150,14 @@ def generate_demo_sets(
 
 
 def make_demo_truth_sets(config: DemoConfig, *, pipe: Any) -> list[Path]:
-    """The mini world's truth sets beside the generated ones: `<out>/data/truth-<kind>`."""
-    from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
-
-    folders = []
-    for kind in TRUTH_SETS:
-        truth = TruthSetConfig(
+    """The world's truth sets beside the generated ones, `<out>/data/truth-<kind>`; none for a world
+    without a renderer (or a plain model)."""
+    world = get_world(config.model)
+    if world is None or world.truth_set is None:
+        return []
+    return [
+        world.truth_set(
+            pipe=pipe,
             out=str(Path(config.out) / "data" / f"truth-{kind}"),
             set=kind,
             num_samples=config.set_size(kind),
@@ -169,8 +166,8 @@ def make_demo_truth_sets(config: DemoConfig, *, pipe: Any) -> list[Path]:
             feature_blocks=config.feature_blocks,
             progress=config.progress,
         )
-        folders.append(make_truth_set(truth, pipe=pipe))
-    return folders
+        for kind in TRUTH_SETS
+    ]
 
 
 def read_keep_rates(data: Path) -> dict[str, float]:

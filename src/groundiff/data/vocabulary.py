@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from groundiff.config import read_config_file
+from groundiff.worlds import get_world, world_names
 
 VOC_SEEN = (
     "aeroplane",
@@ -70,22 +71,20 @@ class ClassSplit:
 VOC_SPLIT1 = ClassSplit("voc-split1", VOC_SEEN, VOC_UNSEEN)
 
 
-def miniworld_split() -> ClassSplit:
-    from groundiff.miniworld.vocabulary import SEEN_CLASSES, UNSEEN_CLASSES
-
-    return ClassSplit("miniworld", SEEN_CLASSES, UNSEEN_CLASSES)
-
-
 def load_split(name_or_path: str) -> ClassSplit:
-    """A built-in split (`voc-split1`, `miniworld`) or one from a file with `seen` and `unseen` lists."""
+    """A built-in split (`voc-split1`), a world's own (`miniworld`) or one from a file with `seen` and `unseen`
+    lists."""
     if name_or_path == VOC_SPLIT1.name:
         return VOC_SPLIT1
-    if name_or_path == "miniworld":
-        return miniworld_split()
+    world = get_world(name_or_path)
+    if world is not None:
+        split: ClassSplit = world.vocabulary()
+        return split
     path = Path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Vocabulary {name_or_path!r} is neither a built-in split (voc-split1, miniworld) nor a file. "
+            f"Vocabulary {name_or_path!r} is neither a built-in split (voc-split1), a world "
+            f"({', '.join(world_names())}) nor a file. "
             f"Write a YAML/TOML/JSON file with 'seen' and 'unseen' lists of class names."
         )
     data = read_config_file(path)

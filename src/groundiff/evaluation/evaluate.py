@@ -28,6 +28,7 @@ from groundiff.evaluation.reference_scores import (
     tune_attention_thresholds,
 )
 from groundiff.files import write_json_atomic, write_text_atomic
+from groundiff.worlds import get_world
 
 
 @torch.no_grad()
@@ -181,30 +182,10 @@ def _attention_thresholds(val: list[Path]) -> dict[str, dict[str, dict[str, Any]
 
 
 def _world_rules(model_name: str) -> dict[str, Any]:
-    """The reference rules a world brings beyond the generic ones: the mini world's colour threshold
-    and its labeler (scored against exact masks on truth sets)."""
-    if model_name != "miniworld":
-        return {}
-    from groundiff.labeling.registry import load_labeler
-    from groundiff.miniworld.colour_threshold import colour_threshold_masks
-    from groundiff.miniworld.vocabulary import split_class_name
-
-    labeler = load_labeler("miniworld")
-
-    def colour(record: SampleRecord, target: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(colour_threshold_masks(record.image, record.classes))
-
-    def labeled(record: SampleRecord, target: torch.Tensor) -> torch.Tensor:
-        found = labeler.label(record.image[None].copy(), [record.classes])[0].masks  # decoded PNGs are read-only
-        return torch.stack(
-            [torch.from_numpy(found[c]) if c in found else torch.zeros_like(target[0]) for c in record.classes]
-        )
-
-    def two_colours(record: SampleRecord) -> bool:
-        colours = [split_class_name(name)[0] for name in record.classes]
-        return len(set(colours)) == len(colours)
-
-    return {"colour_threshold": colour, "two_colours": two_colours, "labeler": labeled}
+    """The reference rules a world brings beyond the generic ones (the mini world: its colour threshold,
+    and its labeler scored against exact masks on truth sets); none for a plain model."""
+    world = get_world(model_name)
+    return world.references() if world is not None and world.references is not None else {}
 
 
 def _examples(

@@ -188,6 +188,8 @@ class _SetGenerator:
         self.pools = pools
         self.template = PromptTemplate(config.template)
         self.pipe, self.labeler, self.scorer = pipe, labeler, scorer
+        # `GenerateConfig.__post_init__` fills unset settings with the world's.
+        assert config.steps is not None and config.guidance_scale is not None
         self.settings = GenerationSettings(
             num_inference_steps=config.steps,
             guidance_scale=config.guidance_scale,

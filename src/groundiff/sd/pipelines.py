@@ -12,6 +12,7 @@ from diffusers import StableDiffusionPipeline
 
 from groundiff.sd import tiny as testing
 from groundiff.sd.dtypes import parse_dtype
+from groundiff.worlds import get_world, world_names
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +23,7 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 BUILTIN_PIPELINES: dict[str, Callable[[], StableDiffusionPipeline]] = {
     "tiny-sd1": lambda: testing.tiny_pipeline("sd1"),
     "tiny-sd2": lambda: testing.tiny_pipeline("sd2"),
-    "miniworld": lambda: _miniworld_pipeline(),
 }
-
-
-def _miniworld_pipeline() -> StableDiffusionPipeline:
-    from groundiff.miniworld.weights import load_miniworld_pipeline
-
-    return load_miniworld_pipeline()
 
 
 def default_device() -> str:
@@ -50,7 +44,8 @@ def load_pipeline(
     """A Stable Diffusion pipeline (SD 1.x, SD 2.x or a fine-tune) ready for feature capture.
 
     Args:
-        source: a built-in name (`tiny-sd1`, `tiny-sd2`), a hub id (`runwayml/stable-diffusion-v1-5`),
+        source: a world (`miniworld`, see `groundiff.worlds`), a built-in name (`tiny-sd1`, `tiny-sd2`),
+            a hub id (`runwayml/stable-diffusion-v1-5`),
             a local folder in diffusers layout, or a single `.safetensors` / `.ckpt` checkpoint.
         dtype: `float32`, `float16` or `bfloat16`.
         device: `cpu`, `cuda`, …; default: CUDA when available.
@@ -60,8 +55,9 @@ def load_pipeline(
     """
     torch_dtype = parse_dtype(dtype)
     device = device or default_device()
-    if source in BUILTIN_PIPELINES:
-        pipe = BUILTIN_PIPELINES[source]()  # built in float32 from config
+    world = get_world(source)
+    if world is not None or source in BUILTIN_PIPELINES:
+        pipe = world.pipeline(device="cpu") if world is not None else BUILTIN_PIPELINES[source]()  # float32
         if torch_dtype != torch.float32:
             pipe = pipe.to(dtype=torch_dtype)
     elif _looks_like_path(source) or Path(source).exists():
@@ -79,7 +75,7 @@ def _load_local(source: str, torch_dtype: torch.dtype, single_file_config: str |
     if not path.exists():
         raise FileNotFoundError(
             f"Model path {source!r} does not exist. Pass a diffusers folder, a .safetensors/.ckpt file, "
-            f"a hub id, or one of the built-in names: {', '.join(BUILTIN_PIPELINES)}."
+            f"a hub id, a world ({', '.join(world_names())}) or a built-in name: {', '.join(BUILTIN_PIPELINES)}."
         )
     no_safety: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if path.is_file():
@@ -110,8 +106,9 @@ def load_text_components(source: str, *, device: str = "cpu") -> tuple[Any, Any]
     Built-in names build their pipeline (they are tiny); folders and hub ids load the
     `text_encoder` and `tokenizer` subfolders only.
     """
-    if source in BUILTIN_PIPELINES:
-        pipe = BUILTIN_PIPELINES[source]()
+    world = get_world(source)
+    if world is not None or source in BUILTIN_PIPELINES:
+        pipe = world.pipeline(device="cpu") if world is not None else BUILTIN_PIPELINES[source]()
         return pipe.text_encoder.to(device).eval(), pipe.tokenizer
     from transformers import CLIPTextModel, CLIPTokenizer
 
