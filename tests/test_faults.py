@@ -387,7 +387,7 @@ def test_resume_after_a_kill_in_the_first_epoch_starts_over(sets, tmp_path, caps
     arguments = ["train", "--train", str(sets["train"]), "--val", str(sets["val"]), "--epochs", "1"]
     arguments += ["--progress", "false", "--config", str(model_config(tmp_path))]
     assert main([*arguments, "--out", str(out), "--resume"]) == 0
-    assert load_grounding_model(out / "last")[1]["epoch"] == 1 and not (out / "last.tmp4242").exists()
+    assert load_grounding_model(out / "last")[1].epoch == 1 and not (out / "last.tmp4242").exists()
     capsys.readouterr()
     assert main([*arguments, "--out", str(tmp_path / "typo"), "--resume"]) == 2
     one_line_error(capsys, "holds no run to resume; check --out, or drop --resume")

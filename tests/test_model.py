@@ -192,3 +192,25 @@ def test_default_level_channels_follow_the_layouts_level_count() -> None:
     assert default_level_channels(layout(2, 4, 8, 16)) == (16, 32, 64, 128)
     assert default_level_channels(layout(4, 8, 16)) == (32, 64, 128)  # the mini world's U-Net
     assert default_level_channels(layout(2, 4, 8, 16, 32, 64)) == (4, 8, 16, 32, 64, 128)
+
+
+def test_checkpoint_metadata_is_typed_and_round_trips_through_json():
+    from groundiff.model.checkpoint import CheckpointError, CheckpointMeta
+
+    meta = CheckpointMeta(
+        model_config={"width": 32},
+        feature_shapes={"step19.up0": (8, 4, 4), "step19.down0": (4, 8, 8)},
+        text_width=32,
+        text_model="miniworld",
+        set_config={"template": "a photograph of a {x} and a {y}"},
+        template="{x} and {y}",
+        end_of_text=False,
+        epoch=3,
+    )
+    data = json.loads(json.dumps(meta.to_json()))
+    assert data["feature_shapes"]["step19.up0"] == [8, 4, 4]  # JSON has lists; the loaded metadata has tuples
+    again = CheckpointMeta.from_json({**data, "written_by_a_newer_version": 1}, "checkpoint.json")
+    assert again == meta and list(again.feature_shapes) == ["step19.down0", "step19.up0"]
+    del data["text_model"], data["template"]
+    with pytest.raises(CheckpointError, match="'checkpoint.json' lacks text_model, template; the checkpoint is damaged"):
+        CheckpointMeta.from_json(data, "checkpoint.json")

@@ -178,7 +178,7 @@ def test_two_process_ddp_training_on_gloo(sets, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("best val mIoU") == 2  # both ranks finish and agree on the checkpoint
     model, meta = load_grounding_model(tmp_path / "ddp" / "best")
-    assert meta["epoch"] == 1
+    assert meta.epoch == 1
 
 
 def test_a_named_experiment_runs_and_appends_its_row(sets, tmp_path, capsys):
@@ -253,4 +253,4 @@ def test_a_layout_with_fewer_levels_trains_with_default_sizes(sd1_pipe, tmp_path
     small = {"width": 32, "heads": 2, "decoder_layers": 1, "ffn_width": 64}
     report = train(run_config(folders, tmp_path / "run", epochs=1, model=small))
     _, meta = load_grounding_model(tmp_path / "run" / "best")
-    assert meta["model_config"]["level_channels"] == [64, 128] and report.history
+    assert meta.model_config["level_channels"] == [64, 128] and report.history

@@ -146,9 +146,9 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     from groundiff.sd.pipelines import load_pipeline
 
     model, meta = load_grounding_model(Path(args.checkpoint))
-    objects = args.objects or objects_from_prompt(args.prompt, meta["set_config"]["template"])
+    objects = args.objects or objects_from_prompt(args.prompt, meta.set_config["template"])
     grounding_paths(Path(args.out), objects)  # bad names or --out refused before the pipeline loads
-    pipe = load_pipeline(args.model or meta["text_model"], dtype=args.dtype, device=args.device)
+    pipe = load_pipeline(args.model or meta.text_model, dtype=args.dtype, device=args.device)
     result = ground(pipe, model.to(pipe.device), meta, args.prompt, objects=objects, seed=args.seed)
     for name, mask in result.masks.items():
         print(f"{name:<20} {mask.mean():6.1%} of the image")

@@ -19,6 +19,7 @@ from PIL import Image
 
 from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
 from groundiff.data.batching import ClassEmbedder
+from groundiff.model.checkpoint import CheckpointMeta
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
 
 # What an object name may not keep in its mask's file name (all but letters, digits, "_", "." and "-").
@@ -92,11 +93,11 @@ def grounding_paths(out: Path, names: Sequence[str]) -> dict[str, Path]:
     return {name: out / file for name, file in mask_files(names).items()}
 
 
-def capture_for(meta: dict[str, Any]) -> tuple[CaptureConfig, GenerationSettings]:
+def capture_for(meta: CheckpointMeta) -> tuple[CaptureConfig, GenerationSettings]:
     """The capture and sampler settings of the training set recorded in a checkpoint's metadata."""
-    set_config = meta["set_config"]
-    steps = sorted({int(name.split(".")[0].removeprefix("step")) for name in meta["feature_shapes"]})
-    blocks = tuple(dict.fromkeys(name.split(".", 1)[1] for name in meta["feature_shapes"]))
+    set_config = meta.set_config
+    steps = sorted({int(name.split(".")[0].removeprefix("step")) for name in meta.feature_shapes})
+    blocks = tuple(dict.fromkeys(name.split(".", 1)[1] for name in meta.feature_shapes))
     capture = CaptureConfig(blocks=blocks, steps=tuple(steps), layout=set_config["feature_layout"])
     settings = GenerationSettings(
         num_inference_steps=set_config["steps"],
@@ -111,7 +112,7 @@ def capture_for(meta: dict[str, Any]) -> tuple[CaptureConfig, GenerationSettings
 def ground(
     pipe: Any,
     model: torch.nn.Module,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     prompt: str,
     *,
     objects: Sequence[str] | None = None,
@@ -121,18 +122,18 @@ def ground(
 
     Args:
         pipe: the Stable Diffusion pipeline whose features the model was trained on.
-        model, meta: from `train.load_grounding_model`.
+        model, meta: from `groundiff.model.checkpoint.load_grounding_model`.
         objects: names to segment; default: parsed from the prompt with the generation template.
     Raises:
         ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
-    names = list(objects) if objects else objects_from_prompt(prompt, meta["set_config"]["template"])
+    names = list(objects) if objects else objects_from_prompt(prompt, meta.set_config["template"])
     mask_files(names)  # before the (slow) generation
     capture, settings = capture_for(meta)
     output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
     device = next(model.parameters()).device
     features = {name: t[None].float().to(device) for name, t in output.features.flat(0).items()}  # (1, C, h, w)
-    embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta["template"], end_of_text=meta["end_of_text"])
+    embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
     logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
     size = output.images.shape[1:3]
     probabilities = F.interpolate(logits.sigmoid().float(), size=size, mode="bilinear")[0].cpu().numpy()  # (N, H, W)

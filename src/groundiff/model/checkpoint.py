@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,64 @@ MODEL_FILE = "model.safetensors"
 META_FILE = "checkpoint.json"
 STATE_TENSORS = "training.safetensors"
 STATE_META = "training.json"
-# What the loaders read from checkpoint.json; a file without one of them is refused with its name.
-REQUIRED_META = ("model_config", "feature_shapes", "text_width", "text_model", "set_config", "template", "end_of_text")
 _REWRITE = "the checkpoint is damaged: restore it from a copy, or train again (`groundiff train`)."
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder that is incomplete, corrupt or changed since it was written."""
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What `checkpoint.json` records: enough to rebuild the model, embed class names as in training,
+    capture features as the training set did, and resume or audit the training.
+
+    Attributes:
+        model_config: `GroundingModelConfig.to_dict()`.
+        feature_shapes: `step{S}.{block}` -> (channels, height, width) of the maps the model reads.
+        text_width: width of the frozen text encoder's token embeddings.
+        text_model: the diffusion model of the training set (its text encoder is the model's).
+        set_config: the training set's GenerateConfig (prompt template, capture and sampler settings).
+        template, end_of_text: how class names are embedded (see `groundiff.text`).
+        train_config: the TrainConfig fields; threads: torch CPU threads of the run.
+        epoch: epochs done; val: validation result of that epoch; sha256: checksum of each weights file.
+    """
+
+    model_config: dict[str, Any]
+    feature_shapes: dict[str, tuple[int, int, int]]
+    text_width: int
+    text_model: str
+    set_config: dict[str, Any]
+    template: str
+    end_of_text: bool
+    train_config: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    epoch: int = 0
+    val: dict[str, Any] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> CheckpointMeta:
+        """The metadata in `data` (read from `source`); unknown keys of newer versions are ignored.
+
+        Raises:
+            CheckpointError: a field without a default is missing.
+        """
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise CheckpointError(f"{source!r} lacks {', '.join(missing)}; {_REWRITE}")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["feature_shapes"] = {
+            k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(data["feature_shapes"].items())
+        }
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["feature_shapes"] = {k: list(v) for k, v in self.feature_shapes.items()}
+        return data
 
 
 def sha256_file(path: Path) -> str:
@@ -50,7 +102,7 @@ def sha256_file(path: Path) -> str:
 def save_checkpoint(
     folder: Path,
     model: torch.nn.Module,
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     optimizer: torch.optim.Optimizer | None = None,
     training: dict[str, Any] | None = None,
 ) -> None:
@@ -74,7 +126,7 @@ def save_checkpoint(
         }
         (temp / STATE_META).write_text(json.dumps(state))
     checksums = {path.name: sha256_file(path) for path in sorted(temp.glob("*.safetensors"))}
-    (temp / META_FILE).write_text(json.dumps({**meta, "sha256": checksums}, indent=2, sort_keys=True))
+    (temp / META_FILE).write_text(json.dumps({**meta.to_json(), "sha256": checksums}, indent=2, sort_keys=True))
     for path in temp.iterdir():  # durable before the rename makes them the checkpoint
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
@@ -103,7 +155,7 @@ def recover_checkpoint(folder: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def load_checkpoint_meta(folder: Path) -> dict[str, Any]:
+def load_checkpoint_meta(folder: Path) -> CheckpointMeta:
     """The metadata of a checkpoint folder.
 
     Raises:
@@ -119,10 +171,9 @@ def load_checkpoint_meta(folder: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{str(path)!r} is not valid JSON ({error}); {_REWRITE}") from None
-    missing = [key for key in REQUIRED_META if not isinstance(meta, dict) or key not in meta]
-    if missing:
-        raise CheckpointError(f"{str(path)!r} lacks {', '.join(missing)}; {_REWRITE}")
-    return meta
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{str(path)!r} holds no JSON object; {_REWRITE}")
+    return CheckpointMeta.from_json(meta, str(path))
 
 
 def load_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -199,11 +250,10 @@ def _python_state_from_json(state: list[Any]) -> tuple[Any, ...]:
     return (state[0], tuple(state[1]), state[2])
 
 
-def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingModel, dict[str, Any]]:
+def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingModel, CheckpointMeta]:
     """A trained model in eval mode and its checkpoint metadata."""
     meta = load_checkpoint_meta(folder)
-    config = GroundingModelConfig.from_dict(meta["model_config"])
-    shapes = {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(meta["feature_shapes"].items())}
-    model = build_grounding_model(config, shapes, int(meta["text_width"]))
+    config = GroundingModelConfig.from_dict(meta.model_config)
+    model = build_grounding_model(config, meta.feature_shapes, meta.text_width)
     model.load_state_dict(load_weights(folder))
     return model.to(device).eval(), meta

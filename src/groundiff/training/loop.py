@@ -33,6 +33,7 @@ from groundiff.files import hold_lock
 from groundiff.model import GroundingModel, GroundingModelConfig, build_grounding_model
 from groundiff.model.builder import default_level_channels
 from groundiff.model.checkpoint import (
+    CheckpointMeta,
     load_checkpoint_meta,
     load_weights,
     recover_checkpoint,
@@ -133,7 +134,7 @@ def _resume_point(config: TrainConfig, resume: bool) -> bool:
         log.warning("%s has no finished epoch to resume from; training from the first epoch.", out)
         return False
     meta = load_checkpoint_meta(out / LAST)
-    stored, now = meta.get("train_config", {}), config.content()
+    stored, now = meta.train_config, config.content()
     changed = sorted(k for k in now if k in stored and stored[k] != now[k])
     if changed:
         details = "; ".join(f"{k}: run has {stored[k]!r}, now {now[k]!r}" for k in changed)
@@ -141,24 +142,24 @@ def _resume_point(config: TrainConfig, resume: bool) -> bool:
             f"Run {str(out)!r} was trained with a different config ({details}). Resume it with the original values "
             f"(only {', '.join(RESUME_FREE_FIELDS)} may change), or pass another --out for a new run."
         )
-    done = int(meta.get("epoch", 0))
+    done = int(meta.epoch)
     if config.epochs < done:
         raise ValueError(
             f"Run {str(out)!r} has trained {done} epochs, more than --epochs {config.epochs}; "
             f"pass --epochs {done} or more to continue it."
         )
     set_file = Path(config.train) / CONFIG_FILE
-    if set_file.exists() and json.loads(set_file.read_text()) != meta["set_config"]:
+    if set_file.exists() and json.loads(set_file.read_text()) != meta.set_config:
         raise ValueError(
             f"Training set {config.train!r} was regenerated with another config since run {str(out)!r} started; "
             f"resume with the original set, or pass another --out for a new run."
         )
-    if config.threads is None and meta.get("threads") != torch.get_num_threads():
+    if config.threads is None and meta.threads != torch.get_num_threads():
         log.warning(
             "%s ran on %s CPU threads, this process has %d: the resumed epochs will not repeat bit for bit "
             "(set --threads to fix the count).",
             out,
-            meta.get("threads"),
+            meta.threads,
             torch.get_num_threads(),
         )
     return True
@@ -223,20 +224,20 @@ class _Trainer:
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         torch.manual_seed(config.seed + self.rank)  # dropout differs per rank, weights start equal
 
-    def meta(self, epoch: int, val: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "model_config": self.model_config.to_dict(),
-            "feature_shapes": {k: list(v) for k, v in self.feature_shapes.items()},
-            "text_width": self.embedder.width,
-            "text_model": set_model_name(self.config.train),
-            "set_config": json.loads((Path(self.config.train) / CONFIG_FILE).read_text()),
-            "template": self.config.template,
-            "end_of_text": self.config.end_of_text,
-            "train_config": dataclasses.asdict(self.config),
-            "threads": torch.get_num_threads(),
-            "epoch": epoch,
-            "val": val,
-        }
+    def meta(self, epoch: int, val: dict[str, Any]) -> CheckpointMeta:
+        return CheckpointMeta(
+            model_config=self.model_config.to_dict(),
+            feature_shapes=dict(self.feature_shapes),
+            text_width=self.embedder.width,
+            text_model=set_model_name(self.config.train),
+            set_config=json.loads((Path(self.config.train) / CONFIG_FILE).read_text()),
+            template=self.config.template,
+            end_of_text=self.config.end_of_text,
+            train_config=dataclasses.asdict(self.config),
+            threads=torch.get_num_threads(),
+            epoch=epoch,
+            val=val,
+        )
 
     def run(self, *, resume: bool) -> TrainReport:
         config = self.config
