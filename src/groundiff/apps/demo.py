@@ -61,10 +61,9 @@ def run_demo(
     `pipe`, `labeler`, `scorer` and `labeler_miou` replace the mini world's own (tests use tiny ones).
     """
     # Imported here so that the CLI can read DemoConfig without loading torch-heavy modules.
-    from groundiff.evaluation.evaluate import evaluate_checkpoint
+    from groundiff.apps.runs import Evaluation, train_and_evaluate
     from groundiff.files import write_json_atomic
     from groundiff.training.config import TrainConfig
-    from groundiff.training.loop import train_or_resume
 
     start = time.perf_counter()
     if config.threads is not None:
@@ -91,11 +90,13 @@ def run_demo(
         threads=config.threads,
         progress=config.progress,
     )
-    train_or_resume(train_config)
     # 3. Evaluation beside the floors, ceilings and references, on generated and truth sets.
     tests = [out / "data" / kind for kind in TEST_SETS] + [f for f in truth_sets if not f.name.endswith("-val")]
     vals = [out / "data" / "val"] + [f for f in truth_sets if f.name.endswith("-val")]
-    evaluation = evaluate_checkpoint(run / "best", tests, out / "results.json", attention_baseline=True, val=vals)
+    outcome = train_and_evaluate(
+        train_config, [Evaluation(tuple(tests), out / "results.json", references=True, val=tuple(vals))]
+    )
+    evaluation = outcome.evaluations[0]
     if labeler_miou is None and world is not None and world.labeler_accuracy is not None:
         labeler_miou = world.labeler_accuracy(labeler or world.labeler())
     results = evaluation.results

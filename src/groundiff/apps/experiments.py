@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from groundiff.apps.runs import Evaluation, train_and_evaluate
 from groundiff.config import read_config_file
-from groundiff.evaluation.evaluate import evaluate_checkpoint
 from groundiff.training.config import TrainConfig
-from groundiff.training.loop import train
 
 EXPERIMENTS_DIR = Path(__file__).parents[1] / "configs" / "experiments"
 RESULTS_FILE = "results.csv"
@@ -61,8 +60,8 @@ def run_experiment(
     fields = {**experiment_config(name), **(overrides or {})}
     run_dir = out / f"{name}-seed{seed}"
     config = TrainConfig(train=str(train_set), val=str(val_set), out=str(run_dir), seed=seed, **fields)
-    report = train(config)
-    evaluation = evaluate_checkpoint(run_dir / "best", test_sets, run_dir / "test.json")
+    outcome = train_and_evaluate(config, [Evaluation(tuple(test_sets), run_dir / "test.json")], resume=False)
+    report, evaluation = outcome.report, outcome.evaluations[0]
     row = ExperimentRow(
         experiment=name,
         seed=seed,

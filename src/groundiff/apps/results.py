@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from groundiff.apps.demo import DEMO_SETS, TEST_SETS, DemoConfig
-from groundiff.config import option
+from groundiff.config import option, read_config_file
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ SET_LABELS = {
     "truth-test-unseen": "truth unseen",
 }
 TRUTH_TEST_SETS = tuple(f"truth-{kind}" for kind in TEST_SETS)
-IQA_FRACTION = 0.8
 
 
 @dataclass(frozen=True)
@@ -50,53 +49,22 @@ class Row:
     paper: tuple[float | None, float | None, float | None] = (None, None, None)  # seen, seen+unseen, unseen
 
 
-# The paper's numbers (mIoU on Pascal VOC Split-1 with SD 1.5), for comparison with ours.
-TABLES: dict[str, tuple[str, list[Row]]] = {
-    "table2": (
-        "Table 2: baseline (Li et al.) vs improved, and the training-set size",
-        [
-            Row("baseline, 1/4 of the training set", "table2-baseline", 0.25, paper=(73.07, 57.08, 46.59)),
-            Row("baseline, whole training set", "table2-baseline", paper=(78.93, 66.07, 57.93)),
-            Row("improved, 1/4 of the training set", "table2-improved", 0.25, paper=(77.20, 67.50, 58.43)),
-            Row(
-                "improved, 1/4, top 80% of each test set by IQA",
-                "table2-improved",
-                0.25,
-                top_quality=IQA_FRACTION,
-                paper=(78.05, 68.08, 61.77),
-            ),
-            Row("improved, whole training set", "table2-improved"),
-            Row("improved, whole, top 80% of each test set by IQA", "table2-improved", top_quality=IQA_FRACTION),
-        ],
-    ),
-    "table3": (
-        "Table 3: grounding prompt template (one epoch, no dropout)",
-        [
-            Row('"x and y"', "table3-template-x-and-y", paper=(61.34, None, 39.28)),
-            Row('"a photograph of x and y"', "table3-template-photo-x-and-y", paper=(60.39, None, 37.95)),
-            Row('"a photograph of x"', "table3-template-photo-x", paper=(60.34, None, 34.16)),
-            Row('"x"', "table3-template-x", paper=(61.14, None, 33.54)),
-        ],
-    ),
-    "table4": (
-        "Table 4: loss (one epoch, no dropout)",
-        [
-            Row("BCE", "table4-loss-bce", paper=(56.98, 42.07, 35.51)),
-            Row("Dice", "table4-loss-dice", paper=(59.16, 43.75, 35.44)),
-            Row("Dice + BCE", "table4-loss-dice-bce", paper=(58.72, 42.73, 35.16)),
-            Row("log-cosh Dice + BCE", "table4-loss-bce-logcosh-dice", paper=(58.20, 44.26, 38.23)),
-        ],
-    ),
-    "table8": (
-        "Table 8: dropout (one epoch)",
-        [
-            Row("0", "table8-dropout-0.0", paper=(74.08, 57.52, 45.48)),
-            Row("0.05", "table8-dropout-0.05", paper=(72.66, 58.46, 46.16)),
-            Row("0.1", "table8-dropout-0.1", paper=(73.54, 59.72, 49.99)),
-            Row("0.2", "table8-dropout-0.2", paper=(73.60, 57.72, 43.05)),
-        ],
-    ),
-}
+TABLES_DIR = Path(__file__).parents[1] / "configs" / "tables"
+
+
+def load_tables(folder: Path = TABLES_DIR) -> dict[str, tuple[str, list[Row]]]:
+    """The paper's tables, one YAML file each (`configs/tables/<name>.yaml`): a title and rows of
+    `label`, `experiment`, optional `train_fraction`, `top_quality` and `paper` (the paper's mIoU on Pascal
+    VOC Split-1 with SD 1.5, for comparison with ours)."""
+    tables = {}
+    for path in sorted(folder.glob("*.yaml")):
+        data = read_config_file(path)
+        rows = [Row(**{**row, "paper": tuple(row.get("paper", (None, None, None)))}) for row in data["rows"]]
+        tables[path.stem] = (str(data["title"]), rows)
+    return tables
+
+
+TABLES = load_tables()
 
 
 @dataclass
@@ -293,10 +261,9 @@ def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) 
 
     The unfiltered evaluation also scores the truth sets (when the data has them) and every reference.
     """
-    from groundiff.evaluation.evaluate import evaluate_checkpoint
+    from groundiff.apps.runs import Evaluation, train_and_evaluate
     from groundiff.files import write_json_atomic
     from groundiff.training.config import TrainConfig
-    from groundiff.training.loop import train_or_resume
 
     out, data = Path(config.out), config.data_folder()
     if _evaluation_path(out, run).exists():
@@ -311,32 +278,39 @@ def _run_and_evaluate(config: ResultsConfig, run: Run, tops: set[float | None]) 
         progress=config.progress,
         **dict(run.fields),
     )
-    cpu_start = time.process_time()
-    report = train_or_resume(train_config)
-    train_cpu_seconds = time.process_time() - cpu_start
-    _wait_for(lambda: _sets_complete(data, _test_sets(data)), "the test sets", config.wait_hours)
+    generated = tuple(data / kind for kind in TEST_SETS)
+    truth = tuple(_truth_sets(data, TRUTH_TEST_SETS))
+    vals = (data / "val", *_truth_sets(data, ("truth-val",)))
+    ordered = sorted(tops, key=lambda t: t or 1.0, reverse=True)
+    # Truth sets have no quality scores: the top-quality filters apply to generated sets only. The unfiltered
+    # evaluation also scores every reference.
+    evaluations = [
+        Evaluation(
+            generated + truth if top is None else generated,
+            folder / f"test-{_top_key(top)}.json",
+            top_quality=top,
+            references=top is None,
+            val=vals,
+        )
+        for top in ordered
+    ]
+    outcome = train_and_evaluate(
+        train_config,
+        evaluations,
+        before_evaluating=lambda: _wait_for(
+            lambda: _sets_complete(data, _test_sets(data)), "the test sets", config.wait_hours
+        ),
+    )
+    report = outcome.report
     evaluation: dict[str, Any] = {
         "best_epoch": report.best_epoch,
         "val_miou": report.best_val_miou,
         "train_seconds": round(sum(r["seconds"] for r in report.history), 1),
-        "train_cpu_seconds": round(train_cpu_seconds, 1),
+        "train_cpu_seconds": round(outcome.train_cpu_seconds, 1),
         "threads": config.threads,
         "fields": dict(run.fields),
     }
-    generated = [data / kind for kind in TEST_SETS]
-    truth = _truth_sets(data, TRUTH_TEST_SETS)
-    vals = [data / "val", *_truth_sets(data, ("truth-val",))]
-    for top in sorted(tops, key=lambda t: t or 1.0, reverse=True):
-        # Truth sets have no quality scores: the top-quality filters apply to generated sets only.
-        tests = generated + truth if top is None else generated
-        result = evaluate_checkpoint(
-            folder / "best",
-            tests,
-            folder / f"test-{_top_key(top)}.json",
-            top_quality=top,
-            attention_baseline=top is None,
-            val=vals,
-        )
+    for top, result in zip(ordered, outcome.evaluations, strict=True):
         evaluation[_top_key(top)] = {kind: _headline(r) for kind, r in result.results.items()}
         if top is None:
             evaluation["references"] = {
