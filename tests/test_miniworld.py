@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,7 +135,8 @@ def test_shipped_labeler_reaches_its_accuracy():
 
 @needs_weights
 def test_shipped_clip_prefers_clean_renders():
-    from groundiff.miniworld.train import IQA_PROMPTS, _tokenize, degrade, images_to_tensor
+    from groundiff.miniworld.training.clip import IQA_PROMPTS, degrade
+    from groundiff.miniworld.training.common import images_to_tensor, tokenize
     from groundiff.miniworld.weights import load_miniworld_clip
 
     assert (CLIP_DIR / "config.json").exists() and (LABELER_DIR / "config.json").exists()
@@ -146,7 +148,7 @@ def test_shipped_clip_prefers_clean_renders():
         images = clip.visual_projection(
             clip.vision_model(pixel_values=images_to_tensor(np.concatenate([rendered.images, bad]))).pooler_output
         )
-        texts = clip.text_projection(clip.text_model(input_ids=_tokenize(IQA_PROMPTS, 16)).pooler_output)
+        texts = clip.text_projection(clip.text_model(input_ids=tokenize(IQA_PROMPTS, 16)).pooler_output)
     logits = torch.nn.functional.normalize(images, dim=-1) @ torch.nn.functional.normalize(texts, dim=-1).T
     good = (clip.logit_scale.exp() * logits).softmax(dim=-1)[:, 0]  # (32,) probability of "Good photo."
     assert good[:16].mean() > good[16:].mean() + 0.5
@@ -154,26 +156,29 @@ def test_shipped_clip_prefers_clean_renders():
 
 @pytest.mark.slow
 def test_every_part_trains_resumes_and_publishes(tmp_path, monkeypatch):
-    """`main(argv)` end to end on 64 renders: each part for 2 steps, resumed to 3, then published and loaded."""
-    from groundiff.miniworld import train
-    from groundiff.miniworld.labeler import MiniWorldLabeler
+    """`scripts/train_miniworld.py` end to end on 64 renders: each part for 2 steps, resumed to 3, then published
+    and loaded."""
+    import runpy
 
-    monkeypatch.setattr(train, "TRAIN_SCENES", 64)
-    monkeypatch.setattr(train, "EVAL_SCENES", 64)
-    monkeypatch.setattr(train, "UNET_SCENES", 64)
-    monkeypatch.setattr(train, "PACKAGE_DIR", tmp_path / "package")
+    from groundiff.miniworld import models
+    from groundiff.miniworld.labeler import MiniWorldLabeler
+    from groundiff.miniworld.training import common
+
+    train = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "train_miniworld.py"))
+    monkeypatch.setattr(common, "TRAIN_SCENES", 64)
+    monkeypatch.setattr(common, "EVAL_SCENES", 64)
+    monkeypatch.setattr(common, "UNET_SCENES", 64)
     run = ["--run-dir", str(tmp_path / "run"), "--threads", "1", "--batch-size", "4"]
+    run += ["--miniworld-dir", str(tmp_path / "package")]
     weights = ["--weights-dir", str(tmp_path / "weights")]
     for part in ("vae", "clip", "labeler"):
-        assert train.main([part, *run, "--steps", "2"]) == 0
-        assert train.main([part, *run, "--steps", "3", "--resume"]) == 0
-    assert train.main(["publish", *run, *weights, "--parts", "vae,clip,unet"]) == 0
+        assert train["main"]([part, *run, "--steps", "2"]) == 0
+        assert train["main"]([part, *run, "--steps", "3", "--resume"]) == 0
+    assert train["main"](["publish", *run, *weights, "--parts", "vae,clip,unet"]) == 0
     pipeline_dir = ["--pipeline-dir", str(tmp_path / "weights" / "pipeline")]
-    assert train.main(["unet", *run, *pipeline_dir, "--steps", "2"]) == 0
-    assert train.main(["publish", *run, *weights, "--parts", "unet,labeler"]) == 0
-    state = load_training_state(
-        tmp_path / "package" / "checkpoints" / "unet_resume.safetensors", train.models.build_unet()
-    )
+    assert train["main"](["unet", *run, *pipeline_dir, "--steps", "2"]) == 0
+    assert train["main"](["publish", *run, *weights, "--parts", "unet,labeler"]) == 0
+    state = load_training_state(tmp_path / "package" / "checkpoints" / "unet_resume.safetensors", models.build_unet())
     assert state == 2
     labeler = MiniWorldLabeler.from_folder(tmp_path / "weights" / "labeler")
     assert len(labeler.label(render_set(0, 2).images, [["red ring"], ["blue disc"]])) == 2

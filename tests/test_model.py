@@ -212,5 +212,7 @@ def test_checkpoint_metadata_is_typed_and_round_trips_through_json():
     again = CheckpointMeta.from_json({**data, "written_by_a_newer_version": 1}, "checkpoint.json")
     assert again == meta and list(again.feature_shapes) == ["step19.down0", "step19.up0"]
     del data["text_model"], data["template"]
-    with pytest.raises(CheckpointError, match="'checkpoint.json' lacks text_model, template; the checkpoint is damaged"):
+    with pytest.raises(
+        CheckpointError, match="'checkpoint.json' lacks text_model, template; the checkpoint is damaged"
+    ):
         CheckpointMeta.from_json(data, "checkpoint.json")

@@ -24,14 +24,13 @@ WEIGHTS_DIR = PACKAGE_DIR / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
 CLIP_DIR = WEIGHTS_DIR / "clip"
 LABELER_DIR = WEIGHTS_DIR / "labeler"
-COMPACT_UNET_CHECKPOINT = PACKAGE_DIR / "checkpoints" / "unet_resume.safetensors"
 
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"The mini-world {what} is missing at {path}. Reinstall groundiff from a checkout that has "
-            f"src/groundiff/miniworld/weights/, or train it: python -m groundiff.miniworld.train <part>."
+            f"src/groundiff/miniworld/weights/, or train it: python scripts/train_miniworld.py <part>."
         )
     return path
 
