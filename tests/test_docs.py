@@ -25,15 +25,16 @@ PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 FENCED_CODE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 
 
-def _load_render_docs():
-    spec = importlib.util.spec_from_file_location("render_docs", REPO_ROOT / "scripts" / "render_docs.py")
+def _load_script(name: str):
+    """A module of scripts/ (not a package), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-render_docs = _load_render_docs()
+render_docs = _load_script("render_docs")
 
 
 def hand_typed_decimals(template_text: str) -> list[str]:
@@ -139,3 +140,15 @@ def test_an_unclosed_loop_is_named(docs_copy):
 
     with pytest.raises(render_docs.RenderError, match=r"README.md:2: .*without its `\{\{ end \}\}`"):
         render_docs.render_template("README.md", docs_copy)
+
+
+def test_the_package_graph_in_architecture_md_is_drawn_from_the_code(tmp_path, monkeypatch, capsys):
+    package_graph = _load_script("package_graph")
+    assert package_graph.main(["--check"]) == 0, capsys.readouterr().err
+    edges = package_graph.imports()
+    assert ("training", "evaluation") in edges and ("evaluation", "training") not in edges  # the cycle is gone
+    stale = tmp_path / "ARCHITECTURE.md"
+    stale.write_text(package_graph.DOC.read_text().replace("  training --> evaluation\n", ""))
+    monkeypatch.setattr(package_graph, "DOC", stale)
+    assert package_graph.main(["--check"]) == 1
+    assert "stale package graph" in capsys.readouterr().err
