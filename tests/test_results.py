@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -69,8 +70,14 @@ def test_two_workers_share_the_runs_and_the_last_writes_the_report(tmp_path):
     # worker after the other: the first to finish leaves the report to the other.
     generate_demo_sets(_results_config(tmp_path).demo(), **components)
     first = run_results(_results_config(tmp_path, worker=0, workers=2), **components)
+    # The first worker's report holds its own runs and names the other's as pending.
+    partial = json.loads((tmp_path / "results.json").read_text())
+    assert partial["pending"] and all("seed 1" in name for name in partial["pending"])
+    row = partial["tables"]["table4"]["rows"][0]
+    assert set(row["per_seed"]) == {"0"} and row["pending_seeds"] == [1]
+    assert "(1 of 2 seeds so far)" in (tmp_path / "RESULTS.md").read_text()
     last = run_results(_results_config(tmp_path, worker=1, workers=2), **components)
-    assert first is None and last is not None
+    assert first is None and last is not None and last["pending"] == []
     report = json.loads((tmp_path / "results.json").read_text())
     rows = report["tables"]["table4"]["rows"]
     assert [row["label"] for row in rows] == [row.label for row in TABLES["table4"][1]]
@@ -83,6 +90,8 @@ def test_two_workers_share_the_runs_and_the_last_writes_the_report(tmp_path):
     markdown = (tmp_path / "RESULTS.md").read_text()
     assert "| log-cosh Dice + BCE |" in markdown and "| cross-attention, DAAM threshold |" in markdown
     assert set(report["references"]["test-seen"]) >= {"predict_everything", "oracle", "cross_attention"}
-    # A rerun finds every run evaluated and only rewrites the report.
+    # A rerun finds every run evaluated and only rewrites the report; so does --report-only, without any model.
     again = run_results(_results_config(tmp_path), **_components())
     assert again is not None and again["tables"] == report["tables"]
+    only = run_results(dataclasses.replace(_results_config(tmp_path), report_only=True))
+    assert only is not None and only["tables"] == report["tables"]

@@ -94,6 +94,9 @@ class ResultsConfig:
     wait_hours: float = option(12.0, "longest wait for sets that another process is still making")
     worker: int = option(0, "this process's rank when several share the runs")
     workers: int = option(1, "number of processes sharing the runs")
+    report_only: bool = option(
+        False, "train nothing: write results.json and RESULTS.md from the runs evaluated so far (while others run)"
+    )
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
@@ -174,11 +177,13 @@ def run_results(
     that finishes before the others.
     """
     from groundiff.apps.demo import generate_demo_sets
-    from groundiff.files import write_json_atomic, write_text_atomic
     from groundiff.sd.pipelines import load_pipeline
 
     start = time.perf_counter()
-    out, data = Path(config.out), config.data_folder()
+    data = config.data_folder()
+    if config.report_only:
+        runs, row_runs = plan_runs(config, train_samples=_set_samples(data / "train"))
+        return _write_report(config, runs, row_runs, seconds=0.0)
     if config.data:
         missing = [kind for kind in DEMO_SETS if not (data / kind).is_dir()]
         if missing:
@@ -199,10 +204,21 @@ def run_results(
     for position, run in enumerate(mine):
         log.info("run %d of %d (this worker): %s seed %d", position + 1, len(mine), run.name, run.seed)
         _run_and_evaluate(config, run, tops)
-    if not all(_evaluation_path(out, run).exists() for run in runs):
-        log.info("worker %d done; the report is written by the last worker to finish", config.worker)
+    report = _write_report(config, runs, row_runs, seconds=time.perf_counter() - start)
+    if report["pending"]:
+        log.info("worker %d done; the last worker to finish writes the complete report", config.worker)
         return None
-    report = _collect(config, runs, row_runs, seconds=time.perf_counter() - start)
+    return report
+
+
+def _write_report(
+    config: ResultsConfig, runs: list[Run], row_runs: dict[tuple[str, str], str | None], seconds: float
+) -> dict[str, Any]:
+    """results.json and RESULTS.md of the runs evaluated so far (a partial report names the pending runs)."""
+    from groundiff.files import write_json_atomic, write_text_atomic
+
+    out = Path(config.out)
+    report = _collect(config, runs, row_runs, seconds=seconds)
     write_json_atomic(out / "results.json", report)
     write_text_atomic(out / "RESULTS.md", results_markdown(report))
     return report
@@ -336,7 +352,11 @@ def _collect(
     from groundiff.apps.demo import read_keep_rates
 
     out, data = Path(config.out), config.data_folder()
-    evaluations = {(run.name, run.seed): json.loads(_evaluation_path(out, run).read_text()) for run in runs}
+    evaluations = {
+        (run.name, run.seed): json.loads(path.read_text())
+        for run in runs
+        if (path := _evaluation_path(out, run)).exists()
+    }
     tables: dict[str, Any] = {}
     for table in config.tables:
         title, rows = TABLES[table]
@@ -346,7 +366,11 @@ def _collect(
             if name is None:
                 table_rows.append({"label": row.label, "not_run": _not_run(config, row, data)})
                 continue
-            per_seed = {str(seed): evaluations[(name, seed)][_top_key(row.top_quality)] for seed in config.seeds}
+            done = [seed for seed in config.seeds if (name, seed) in evaluations]
+            if not done:
+                table_rows.append({"label": row.label, "run": name, "pending_seeds": list(config.seeds)})
+                continue
+            per_seed = {str(seed): evaluations[(name, seed)][_top_key(row.top_quality)] for seed in done}
             kinds = [k for k in SET_LABELS if k in next(iter(per_seed.values()))]
             table_rows.append(
                 {
@@ -360,15 +384,17 @@ def _collect(
                         for k in kinds
                     },
                     "paper": dict(zip(TEST_SETS, row.paper, strict=True)),
-                    "train_seconds": statistics.mean(evaluations[(name, s)]["train_seconds"] for s in config.seeds),
+                    "pending_seeds": [seed for seed in config.seeds if seed not in done],
+                    "train_seconds": statistics.mean(evaluations[(name, s)]["train_seconds"] for s in done),
                     "train_cpu_seconds": statistics.mean(
-                        evaluations[(name, s)].get("train_cpu_seconds", 0.0) for s in config.seeds
+                        evaluations[(name, s)].get("train_cpu_seconds", 0.0) for s in done
                     ),
                 }
             )
         tables[table] = {"title": title, "rows": table_rows}
-    first = evaluations[(runs[0].name, runs[0].seed)]
+    first: dict[str, Any] = next(iter(evaluations.values()), {"references": {}})
     return {
+        "pending": [f"{run.name} seed {run.seed}" for run in runs if (run.name, run.seed) not in evaluations],
         "config": dataclasses.asdict(config),
         "sets": {
             kind: _set_samples(folder)
@@ -405,6 +431,8 @@ def results_markdown(report: dict[str, Any]) -> str:
         f" keep rate {', '.join(f'{k} {v:.2f}' for k, v in report['keep_rate'].items())}.",
         "",
     ]
+    if report["pending"]:
+        lines += [f"Partial report: still running {', '.join(report['pending'])}.", ""]
     for table in report["tables"].values():
         run = [row for row in table["rows"] if "mean" in row]
         kinds = list(run[0]["mean"]) if run else []
@@ -412,7 +440,7 @@ def results_markdown(report: dict[str, Any]) -> str:
         lines += [_table_line(row, kinds) for row in table["rows"]]
         lines.append("")
     references = report["references"]
-    kinds = list(references)
+    kinds = [k for k in SET_LABELS if k in references]
     lines += [
         "### Floors, ceilings and training-free references (seed-independent)",
         "",
@@ -437,12 +465,22 @@ def _table_rule(kinds: list[str]) -> str:
     return "|---" * (2 + len(kinds) + len(TEST_SETS)) + "|"
 
 
+def _seeds_cell(row: dict[str, Any], kind: str) -> str:
+    """`mean ± std [mean interval]` over the row's seeds; no ± for one seed, whose spread is unknown."""
+    spread = f" ± {row['std'][kind]:.1f}" if len(row["per_seed"]) > 1 else ""
+    low, high = row["ci95_mean"][kind]
+    return f"{row['mean'][kind]:.1f}{spread} [{low:.1f}, {high:.1f}]"
+
+
 def _table_line(row: dict[str, Any], kinds: list[str]) -> str:
     if "not_run" in row:
         return f"| {row['label']} | not run: {row['not_run']} |" + " |" * (len(kinds) + len(TEST_SETS))
-    ours = " | ".join(
-        f"{row['mean'][k]:.1f} ± {row['std'][k]:.1f} [{row['ci95_mean'][k][0]:.1f}, {row['ci95_mean'][k][1]:.1f}]"
-        for k in kinds
-    )
+    if "mean" not in row:
+        seeds = ",".join(map(str, row["pending_seeds"]))
+        return f"| {row['label']} | running (seeds {seeds}) |" + " |" * (len(kinds) + len(TEST_SETS))
+    ours = " | ".join(_seeds_cell(row, k) for k in kinds)
     paper = " | ".join("–" if row["paper"][k] is None else f"{row['paper'][k]:.2f}" for k in TEST_SETS)
-    return f"| {row['label']} | {ours} | {paper} | {row['train_seconds']:.0f} |"
+    label = row["label"]
+    if row["pending_seeds"]:
+        label += f" ({len(row['per_seed'])} of {len(row['per_seed']) + len(row['pending_seeds'])} seeds so far)"
+    return f"| {label} | {ours} | {paper} | {row['train_seconds']:.0f} |"
