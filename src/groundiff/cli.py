@@ -7,10 +7,11 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import groundiff
+from groundiff.config import add_dataclass_flags, build_config
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -22,33 +23,31 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
-    from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
+    """generate one image and print the U-Net features captured"""
+    from groundiff.capture import GenerationSettings, generate_with_features
+    from groundiff.capture.config import CaptureRunConfig
     from groundiff.capture.export import export_generation
     from groundiff.sd.pipelines import load_pipeline
 
-    config = CaptureConfig(
-        blocks=tuple(args.blocks.split(",")) if args.blocks else None,
-        steps=tuple(int(s) for s in args.capture_steps.split(",")),
-        layout=args.layout,
-    )
-    pipe = load_pipeline(args.model, dtype=args.dtype, device=args.device)
-    settings = GenerationSettings(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
-    output = generate_with_features(pipe, [args.prompt], [args.seed], settings=settings, capture=config)
+    config = build_config(CaptureRunConfig, args.config, args)
+    pipe = load_pipeline(config.model, dtype=config.dtype, device=config.device)
+    settings = GenerationSettings(num_inference_steps=config.steps, guidance_scale=config.guidance_scale)
+    output = generate_with_features(pipe, [config.prompt], [config.seed], settings=settings, capture=config.capture())
     features = output.features
-    print(f"prompt: {args.prompt!r}  seed {args.seed}  image {output.images.shape[1:]}")
+    print(f"prompt: {config.prompt!r}  seed {config.seed}  image {output.images.shape[1:]}")
     print(f"captured {len(features.describe())} maps, {features.nbytes_per_image() / 1e6:.3f} MB per image:")
     print("\n".join(features.describe()))
     step = features.steps[-1]
     for side, maps in features.by_resolution(step).items():
         print(f"level {side:>3}x{side:<3} {len(maps)} maps, {sum(m.shape[1] for m in maps)} channels")
-    if args.out:
-        for path in export_generation(output, Path(args.out)):
+    if config.out:
+        for path in export_generation(output, Path(config.out)):
             print(f"wrote {path}")
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from groundiff.config import build_config
+    """generate a set of images, U-Net features and masks into shards"""
     from groundiff.generation.config import GenerateConfig
     from groundiff.generation.generate import generate_set, worker_from_environment
 
@@ -71,7 +70,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_truth_set(args: argparse.Namespace) -> int:
-    from groundiff.config import build_config
+    """make a mini-world truth set: renders with exact masks, features from one U-Net pass (for evaluate)"""
     from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -83,26 +82,32 @@ def _cmd_truth_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
+    """relabel a generated set with another labeler, into a new set"""
     from groundiff.generation.annotate import label_set
+    from groundiff.generation.config import LabelConfig
     from groundiff.labeling.registry import load_labeler
 
-    report = label_set(Path(args.data), Path(args.out), load_labeler(args.labeler), args.labeler)
+    config = build_config(LabelConfig, args.config, args)
+    report = label_set(Path(config.data), Path(config.out), load_labeler(config.labeler), config.labeler)
     print(
-        f"relabeled {args.data} with {args.labeler} -> {report.folder}: kept {report.kept}, "
+        f"relabeled {config.data} with {config.labeler} -> {report.folder}: kept {report.kept}, "
         f"dropped {report.dropped} (a prompted class not found), {report.already_done} already done"
     )
     return 0
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    """CLIP-IQA quality score of every image of one or more sets"""
     from groundiff.data.scores import SCORES_FILE
     from groundiff.generation.annotate import score_set
+    from groundiff.generation.config import ScoreConfig
     from groundiff.scoring import load_scorer
 
-    scorer = load_scorer(args.scorer)
+    config = build_config(ScoreConfig, args.config, args)
+    scorer = load_scorer(config.scorer)
     if scorer is None:
         raise ValueError("--scorer none gives no scores; name a CLIP model, e.g. --scorer miniworld.")
-    for folder in map(Path, args.data):
+    for folder in map(Path, config.data):
         scores = score_set(folder, scorer)
         values = sorted(scores.values())
         print(f"{folder / SCORES_FILE}: {len(values)} images, median IQA {values[len(values) // 2]:.3f}")
@@ -110,7 +115,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from groundiff.config import build_config
+    """train the grounding model (best checkpoint by validation mIoU)"""
     from groundiff.training.config import TrainConfig
     from groundiff.training.loop import resume, train
 
@@ -124,15 +129,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """mIoU of a trained checkpoint on test sets beside floors, ceilings and references"""
+    from groundiff.evaluation.config import EvaluateConfig
     from groundiff.evaluation.evaluate import evaluate_checkpoint, results_table
 
+    config = build_config(EvaluateConfig, args.config, args)
     report = evaluate_checkpoint(
-        Path(args.checkpoint),
-        [Path(d) for d in args.data],
-        Path(args.out),
-        top_quality=args.top_quality,
-        attention_baseline=args.attention_baseline,
-        val=[Path(v) for v in args.val or []],
+        Path(config.checkpoint),
+        [Path(d) for d in config.data],
+        Path(config.out),
+        top_quality=config.top_quality,
+        attention_baseline=config.attention_baseline,
+        val=[Path(v) for v in config.val or ()],
     )
     print(results_table(report.results), end="")
     for path in (report.json_path, report.markdown_path, *report.pictures):
@@ -141,49 +149,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ground(args: argparse.Namespace) -> int:
-    from groundiff.ground import ground, grounding_paths, objects_from_prompt, write_grounding
-    from groundiff.model.checkpoint import load_grounding_model
-    from groundiff.sd.pipelines import load_pipeline
+    """generate an image and a mask for every object of the prompt"""
+    from groundiff.ground import GroundConfig, ground_and_write
 
-    model, meta = load_grounding_model(Path(args.checkpoint))
-    objects = args.objects or objects_from_prompt(args.prompt, meta.set_config["template"])
-    grounding_paths(Path(args.out), objects)  # bad names or --out refused before the pipeline loads
-    pipe = load_pipeline(args.model or meta.text_model, dtype=args.dtype, device=args.device)
-    result = ground(pipe, model.to(pipe.device), meta, args.prompt, objects=objects, seed=args.seed)
+    config = build_config(GroundConfig, args.config, args)
+    result, paths = ground_and_write(config)
     for name, mask in result.masks.items():
         print(f"{name:<20} {mask.mean():6.1%} of the image")
-    for path in write_grounding(result, Path(args.out)):
+    for path in paths:
         print(f"wrote {path}")
     return 0
 
 
-def _cmd_experiment(args: argparse.Namespace) -> int:
-    from groundiff.apps.experiments import RESULTS_FILE, experiment_names, run_experiment
-
-    if args.name == "list":
-        print("\n".join(experiment_names()))
-        return 0
-    overrides = {"epochs": args.epochs} if args.epochs else {}
-    if args.model_config:
-        from groundiff.config import read_config_file
-
-        overrides.update(read_config_file(Path(args.model_config)))
-    row = run_experiment(
-        args.name,
-        train_set=Path(args.train),
-        val_set=Path(args.val),
-        test_sets=[Path(t) for t in args.test],
-        out=Path(args.out),
-        seed=args.seed,
-        overrides=overrides,
-    )
-    print(f"{row.as_row()} -> appended to {Path(args.out) / RESULTS_FILE}")
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """run the whole method on the shipped mini world"""
     from groundiff.apps.demo import DemoConfig, run_demo
-    from groundiff.config import build_config
 
     config = build_config(DemoConfig, args.config, args)
     report = run_demo(config)
@@ -193,8 +173,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_results(args: argparse.Namespace) -> int:
+    """measure the paper's Tables 2, 3, 4 and 8 on the mini world over seeds"""
     from groundiff.apps.results import ResultsConfig, run_results
-    from groundiff.config import build_config
 
     config = build_config(ResultsConfig, args.config, args)
     report = run_results(config)
@@ -205,23 +185,79 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_command(
-    commands: argparse._SubParsersAction, name: str, cls: type, help_text: str, skip: tuple[str, ...] = ()
-) -> argparse.ArgumentParser:
-    """A subcommand whose options are the fields of a config dataclass, readable from `--config FILE` too."""
-    from groundiff.config import add_dataclass_flags
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    """run one of the paper's experiments by name ('list' lists them)"""
+    from groundiff.apps.experiments import RESULTS_FILE, ExperimentConfig, experiment_names, run_experiment
 
+    config = build_config(ExperimentConfig, args.config, args)
+    if config.name == "list":
+        print("\n".join(experiment_names()))
+        return 0
+    row = run_experiment(config)
+    print(f"{row.as_row()} -> appended to {Path(config.out) / RESULTS_FILE}")
+    return 0
+
+
+# Subcommands whose description says more than their one-line help, and examples shown below the options.
+_DESCRIPTIONS = {
+    "evaluate": (
+        "Category-wise mIoU with 95% bootstrap intervals of a checkpoint on generated test sets (scored "
+        "against the labeler's masks) and truth sets (mini-world renders scored against their exact masks; "
+        "make them with `groundiff truth-set`), beside predict-every-pixel, the oracle at the model's output "
+        "resolution, the colour threshold and the labeler (mini world), and optionally the cross-attention "
+        "reference with its threshold tuned on --val."
+    ),
+}
+_EXAMPLES = {
+    "evaluate": (
+        "Example: groundiff evaluate --checkpoint run/best --data data/test-seen truth/test-seen "
+        "--val data/val truth/val --attention-baseline --out eval.json"
+    ),
+}
+
+
+def _config_command(
+    commands: argparse._SubParsersAction, name: str, cls: type, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose arguments are the fields of a config dataclass, readable from `--config FILE` too."""
     parser = commands.add_parser(
         name,
         help=help_text,
-        description=f"{help_text}. Every {cls.__name__} field is a flag and a key of the --config file; flags win.",
+        description=f"{_DESCRIPTIONS.get(name, help_text + '.')} Every {cls.__name__} field is a flag and a key "
+        "of the --config file; flags win.",
+        epilog=_EXAMPLES.get(name),
     )
     parser.add_argument("--config", default=None, help=f"YAML, TOML or JSON file with {cls.__name__} fields")
-    add_dataclass_flags(parser, cls, skip)
+    add_dataclass_flags(parser, cls)
     return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The config classes are light to import; the commands import what they run.
+    from groundiff.apps.demo import DemoConfig
+    from groundiff.apps.experiments import ExperimentConfig
+    from groundiff.apps.results import ResultsConfig
+    from groundiff.capture.config import CaptureRunConfig
+    from groundiff.evaluation.config import EvaluateConfig
+    from groundiff.generation.config import GenerateConfig, LabelConfig, ScoreConfig
+    from groundiff.ground import GroundConfig
+    from groundiff.miniworld.truth import TruthSetConfig
+    from groundiff.training.config import TrainConfig
+
+    # Each command: its name, its config and the function that runs it, whose docstring is its help.
+    commands_table: list[tuple[str, type, Callable[[argparse.Namespace], int]]] = [
+        ("capture", CaptureRunConfig, _cmd_capture),
+        ("generate", GenerateConfig, _cmd_generate),
+        ("truth-set", TruthSetConfig, _cmd_truth_set),
+        ("label", LabelConfig, _cmd_label),
+        ("score", ScoreConfig, _cmd_score),
+        ("train", TrainConfig, _cmd_train),
+        ("evaluate", EvaluateConfig, _cmd_evaluate),
+        ("ground", GroundConfig, _cmd_ground),
+        ("demo", DemoConfig, _cmd_demo),
+        ("results", ResultsConfig, _cmd_results),
+        ("experiment", ExperimentConfig, _cmd_experiment),
+    ]
     parser = argparse.ArgumentParser(
         prog="groundiff",
         description="Grounded generation: masks for the objects a Stable Diffusion prompt names.",
@@ -229,127 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"groundiff {groundiff.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    env = commands.add_parser("env", help="print library versions, device and dtype")
-    env.set_defaults(run=_cmd_env)
-
-    capture = commands.add_parser("capture", help="generate one image and print the U-Net features captured")
-    capture.add_argument("prompt", nargs="?", default="a photograph of a dog and a sofa")
-    capture.add_argument("--model", default="tiny-sd1", help="built-in name, hub id, diffusers folder or .safetensors")
-    capture.add_argument("--steps", type=int, default=50, help="denoising steps")
-    capture.add_argument("--guidance-scale", type=float, default=7.5)
-    capture.add_argument("--seed", type=int, default=0)
-    capture.add_argument("--blocks", default=None, help="comma-separated blocks (down0,…,mid,up0,…); default all")
-    capture.add_argument("--capture-steps", default="-1", help="comma-separated step indices; -1 is the last")
-    capture.add_argument("--layout", choices=["cond", "uncond+cond"], default="cond")
-    capture.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    capture.add_argument("--device", default=None, help="cpu, cuda, …; default cuda when available")
-    capture.add_argument("--out", default=None, help="folder for the image PNG and features safetensors")
-    capture.set_defaults(run=_cmd_capture)
-
-    from groundiff.generation.config import GenerateConfig
-
-    generate = _config_command(
-        commands, "generate", GenerateConfig, "generate a set of images, U-Net features and masks into shards"
-    )
+    commands.add_parser("env", help="print library versions, device and dtype").set_defaults(run=_cmd_env)
+    parsers = {}
+    for name, cls, run in commands_table:
+        parsers[name] = _config_command(commands, name, cls, run.__doc__ or "")
+        parsers[name].set_defaults(run=run)
+    # Options of how a command runs, beside its config.
+    generate = parsers["generate"]
     generate.add_argument("--worker", type=int, default=None, help="this process's rank (default: RANK or Slurm)")
     generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
-    generate.set_defaults(run=_cmd_generate)
-
-    from groundiff.miniworld.truth import TruthSetConfig
-
-    truth = _config_command(
-        commands,
-        "truth-set",
-        TruthSetConfig,
-        "make a mini-world truth set: renders with exact masks, features from one U-Net pass (for evaluate)",
-    )
-    truth.set_defaults(run=_cmd_truth_set)
-
-    label = commands.add_parser("label", help="relabel a generated set with another labeler, into a new set")
-    label.add_argument("--data", required=True, help="a complete set folder")
-    label.add_argument("--labeler", required=True, help="maskrcnn, maskrcnn-v1 or miniworld")
-    label.add_argument("--out", required=True, help="folder of the relabeled set")
-    label.set_defaults(run=_cmd_label)
-
-    score = commands.add_parser("score", help="CLIP-IQA quality score of every image of one or more sets")
-    score.add_argument("--data", required=True, nargs="+", help="set folders; scores go to DIR/scores.json")
-    score.add_argument("--scorer", default="miniworld", help="miniworld, a CLIP hub id or folder, or clipiqa+")
-    score.set_defaults(run=_cmd_score)
-
-    from groundiff.training.config import TrainConfig
-
-    train = _config_command(
-        commands, "train", TrainConfig, "train the grounding model (best checkpoint by validation mIoU)", ("model",)
-    )
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    train.set_defaults(run=_cmd_train)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="mIoU of a trained checkpoint on test sets beside floors, ceilings and references",
-        description=(
-            "Category-wise mIoU with 95%% bootstrap intervals of a checkpoint on generated test sets (scored "
-            "against the labeler's masks) and truth sets (mini-world renders scored against their exact masks; "
-            "make them with `groundiff truth-set`), beside predict-every-pixel, the oracle at the model's output "
-            "resolution, the colour threshold and the labeler (mini world), and optionally the cross-attention "
-            "reference with its threshold tuned on --val. Example: groundiff evaluate --checkpoint run/best "
-            "--data data/test-seen truth/test-seen --val data/val truth/val --attention-baseline --out eval.json"
-        ),
-    )
-    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (runs/.../best)")
-    evaluate.add_argument(
-        "--data", required=True, nargs="+", help="test set folders: generated sets and/or truth sets, one per kind"
-    )
-    evaluate.add_argument(
-        "--val",
-        nargs="+",
-        default=None,
-        help="validation sets (generated and/or truth, with attention maps) on which the cross-attention "
-        "thresholds are chosen; without them DAAM's 0.4 is used",
-    )
-    evaluate.add_argument("--out", required=True, help="results JSON; .md table and PNG pictures go beside it")
-    evaluate.add_argument("--top-quality", type=float, default=None, help="keep this top fraction by IQA score")
-    evaluate.add_argument(
-        "--attention-baseline", action="store_true", help="also score the cross-attention reference (DAAM-style)"
-    )
-    evaluate.set_defaults(run=_cmd_evaluate)
-
-    grounded = commands.add_parser("ground", help="generate an image and a mask for every object of the prompt")
-    grounded.add_argument("prompt")
-    grounded.add_argument("--checkpoint", required=True, help="a trained grounding checkpoint folder")
-    grounded.add_argument("--model", default=None, help="the diffusion model; default: the checkpoint's")
-    grounded.add_argument("--objects", nargs="+", default=None, help="object names; default: parsed from the prompt")
-    grounded.add_argument("--seed", type=int, default=0)
-    grounded.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    grounded.add_argument("--device", default=None)
-    grounded.add_argument("--out", default="grounded", help="folder for image, masks and overlay")
-    grounded.set_defaults(run=_cmd_ground)
-
-    from groundiff.apps.demo import DemoConfig
-
-    demo = _config_command(commands, "demo", DemoConfig, "run the whole method on the shipped mini world")
-    demo.set_defaults(run=_cmd_demo)
-
-    from groundiff.apps.results import ResultsConfig
-
-    results = _config_command(
-        commands, "results", ResultsConfig, "measure the paper's Tables 2, 3, 4 and 8 on the mini world over seeds"
-    )
-    results.set_defaults(run=_cmd_results)
-
-    experiment = commands.add_parser(
-        "experiment", help="run one of the paper's experiments by name ('list' lists them)"
-    )
-    experiment.add_argument("name", help="e.g. table2-improved, table4-loss-dice; 'list' to see all")
-    experiment.add_argument("--train", default="data/train")
-    experiment.add_argument("--val", default="data/val")
-    experiment.add_argument("--test", nargs="+", default=["data/test-seen", "data/test-mixed", "data/test-unseen"])
-    experiment.add_argument("--out", default="runs/experiments", help="run folders and results.csv")
-    experiment.add_argument("--seed", type=int, default=0)
-    experiment.add_argument("--epochs", type=int, default=None, help="override the experiment's epochs")
-    experiment.add_argument("--model-config", default=None, help="extra TrainConfig fields (e.g. model sizes)")
-    experiment.set_defaults(run=_cmd_experiment)
+    parsers["train"].add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     return parser
 
 

@@ -46,35 +46,91 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def option(default: Any, help_text: str) -> Any:
-    """A dataclass field with the help text its command-line flag shows."""
-    return dataclasses.field(default=default, metadata={"help": help_text})
+# The default of an `option` that has none: the flag (or positional argument) must be given.
+REQUIRED: Any = dataclasses.MISSING
 
 
-def _flag_type(annotation: Any) -> tuple[Any, bool]:
-    """(parser of one CLI string, is_sequence) for a field annotation such as `int | None`."""
+def option(default: Any, help_text: str, *, positional: bool = False, many: bool = False, switch: bool = False) -> Any:
+    """A dataclass field that `add_dataclass_flags` turns into a command-line argument showing `help_text`.
+
+    `default=REQUIRED` gives a field without default, whose argument must be given (a keyword-only
+    field, so it may follow fields with defaults). `positional`: a positional argument instead of a
+    `--flag` (optional, `nargs="?"`, when it has a default). `many`: a tuple field that takes several
+    space-separated values (`--data a b c`; comma-separated values are split too). `switch`: a bool
+    flag that takes no value (`--attention-baseline`) instead of `--flag true|false`.
+    """
+    metadata = {"help": help_text, "positional": positional, "many": many, "switch": switch}
+    if default is REQUIRED:
+        return dataclasses.field(metadata=metadata, kw_only=True)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _flag_type(annotation: Any) -> tuple[Any, bool, tuple[Any, ...] | None]:
+    """(parser of one CLI string, is_sequence, choices) for a field annotation such as `int | None`."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return _flag_type(args[0])
     if origin is tuple:
-        return args[0], True
-    return annotation, False
+        return _flag_type(args[0])[0], True, None
+    if origin is typing.Literal:
+        return type(args[0]), False, tuple(args)
+    return annotation, False, None
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` flag per dataclass field (sequences comma-separated); defaults stay unset."""
+def _comma_separated(parse: Any) -> Any:
+    """A parser of "a,b,c" into a tuple of `parse`d pieces, named so argparse's errors say what it wanted."""
+
+    def parse_pieces(text: str) -> tuple[Any, ...]:
+        return tuple(parse(piece) for piece in text.split(","))
+
+    parse_pieces.__name__ = f"comma-separated {getattr(parse, '__name__', 'value')}"
+    return parse_pieces
+
+
+class _Flatten(argparse.Action):
+    """Stores the pieces of several space-separated, each possibly comma-separated, values as one tuple."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, tuple(piece for value in values for piece in value))
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One argument per `option` field of a dataclass; values not given stay None, so file values apply.
+
+    A field becomes `--field-name` (or the positional `field_name`), typed by its annotation: `bool`
+    takes true/false (or nothing, as a `switch`), a `Literal` offers its values as choices, a tuple
+    takes one comma-separated value (or several, with `many`). Fields made without `option` (such as
+    `TrainConfig.model`, a mapping) come from the config file only.
+    """
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skip:
+        if "help" not in field.metadata:
             continue
-        parse, is_sequence = _flag_type(hints[field.name])
-        flag, help_text = f"--{field.name.replace('_', '-')}", field.metadata.get("help", "")
-        if parse is bool:
-            parser.add_argument(flag, type=_parse_bool, default=None, metavar="BOOL", help=help_text)
-            continue
-        kind = (lambda text, p=parse: tuple(p(x) for x in text.split(","))) if is_sequence else parse
-        parser.add_argument(flag, type=kind, default=None, help=help_text)
+        meta, required = field.metadata, field.default is dataclasses.MISSING
+        parse, is_sequence, choices = _flag_type(hints[field.name])
+        if meta["many"] and not is_sequence:
+            raise TypeError(f"{cls.__name__}.{field.name} takes many values, so it must be a tuple field.")
+        kind = _comma_separated(parse) if is_sequence else parse
+        options: dict[str, Any] = {"help": meta["help"], "default": None}
+        if meta["switch"]:
+            options["action"] = "store_true"
+        elif parse is bool:
+            options.update(type=_parse_bool, metavar="BOOL")
+        else:
+            options.update(type=kind, choices=choices)
+        if meta["many"]:
+            options.update(nargs="+" if required or not meta["positional"] else "*", action=_Flatten)
+        elif meta["positional"] and not required:
+            options["nargs"] = "?"
+        if not meta["positional"]:
+            options["required"] = required
+        parser.add_argument(_argument_name(field), **options)
+
+
+def _argument_name(field: dataclasses.Field[Any]) -> str:
+    """`field_name` for a positional argument, else `--field-name`."""
+    return field.name if field.metadata.get("positional") else f"--{field.name.replace('_', '-')}"
 
 
 def typed_values(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -117,9 +173,13 @@ def _typed(annotation: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list, got {value!r}.")
         return tuple(_typed(args[0], item, where) for item in value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {', '.join(map(str, args))}, got {value!r}.")
+        return value
     expected = origin or annotation
     if expected not in _TYPE_NAMES:
-        return value  # a type this check does not know (Literal, Path, ...): the class validates it
+        return value  # a type this check does not know (Path, ...): the class validates it
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
@@ -153,9 +213,15 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_config(cls: type[T], file: str | None, flags: argparse.Namespace) -> T:
-    """A `cls` from the config file (if any) with every flag given on the command line on top."""
+    """A `cls` from the config file (if any) with every flag given on the command line on top.
+
+    Raises:
+        ValueError: the file has a field `cls` does not know or a value of the wrong type, or a
+            `REQUIRED` field is given neither by a flag nor by the file.
+    """
     values: dict[str, Any] = read_config_file(Path(file)) if file else {}
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = {f.name for f in fields}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(
@@ -163,4 +229,8 @@ def build_config(cls: type[T], file: str | None, flags: argparse.Namespace) -> T
         )
     values = typed_values(cls, values, f"Config file {file!r}")
     values.update({name: getattr(flags, name) for name in names if getattr(flags, name, None) is not None})
+    needed = (f for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    missing = [_argument_name(f) for f in needed if f.name not in values]
+    if missing:
+        raise ValueError(f"{cls.__name__} needs {', '.join(missing)}; give it on the command line or in the file.")
     return cls(**values)

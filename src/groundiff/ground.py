@@ -10,20 +10,37 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from groundiff.capture import CaptureConfig, GenerationSettings, generate_with_features
-from groundiff.data.batching import ClassEmbedder
-from groundiff.model.checkpoint import CheckpointMeta
+from groundiff.config import REQUIRED, option
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
+
+# torch and the modules that load it are imported where they are used, so that the CLI reads
+# GroundConfig without loading them.
+if TYPE_CHECKING:
+    import torch
+
+    from groundiff.capture import CaptureConfig, GenerationSettings
+    from groundiff.model.checkpoint import CheckpointMeta
 
 # What an object name may not keep in its mask's file name (all but letters, digits, "_", "." and "-").
 _UNSAFE_CHARACTER = re.compile(r"[^\w.-]")
+
+
+@dataclass
+class GroundConfig:
+    """An image generated from a prompt with a mask for each of its objects (`groundiff ground`)."""
+
+    prompt: str = option(REQUIRED, "", positional=True)
+    checkpoint: str = option(REQUIRED, "a trained grounding checkpoint folder")
+    model: str | None = option(None, "the diffusion model; default: the checkpoint's")
+    objects: tuple[str, ...] | None = option(None, "object names; default: parsed from the prompt", many=True)
+    seed: int = option(0, "")
+    dtype: Literal["float32", "float16", "bfloat16"] = option("float32", "")
+    device: str | None = option(None, "")
+    out: str = option("grounded", "folder for image, masks and overlay")
 
 
 @dataclass
@@ -95,6 +112,8 @@ def grounding_paths(out: Path, names: Sequence[str]) -> dict[str, Path]:
 
 def capture_for(meta: CheckpointMeta) -> tuple[CaptureConfig, GenerationSettings]:
     """The capture and sampler settings of the training set recorded in a checkpoint's metadata."""
+    from groundiff.capture import CaptureConfig, GenerationSettings
+
     set_config = meta.set_config
     steps = sorted({int(name.split(".")[0].removeprefix("step")) for name in meta.feature_shapes})
     blocks = tuple(dict.fromkeys(name.split(".", 1)[1] for name in meta.feature_shapes))
@@ -108,7 +127,6 @@ def capture_for(meta: CheckpointMeta) -> tuple[CaptureConfig, GenerationSettings
     return capture, settings
 
 
-@torch.no_grad()
 def ground(
     pipe: Any,
     model: torch.nn.Module,
@@ -127,16 +145,23 @@ def ground(
     Raises:
         ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
+    import torch
+    import torch.nn.functional as F
+
+    from groundiff.capture import generate_with_features
+    from groundiff.data.batching import ClassEmbedder
+
     names = list(objects) if objects else objects_from_prompt(prompt, meta.set_config["template"])
     mask_files(names)  # before the (slow) generation
     capture, settings = capture_for(meta)
-    output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
-    device = next(model.parameters()).device
-    features = {name: t[None].float().to(device) for name, t in output.features.flat(0).items()}  # (1, C, h, w)
-    embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
-    logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
-    size = output.images.shape[1:3]
-    probabilities = F.interpolate(logits.sigmoid().float(), size=size, mode="bilinear")[0].cpu().numpy()  # (N, H, W)
+    with torch.no_grad():
+        output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
+        device = next(model.parameters()).device
+        features = {name: t[None].float().to(device) for name, t in output.features.flat(0).items()}  # (1, C, h, w)
+        embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
+        logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
+        size = output.images.shape[1:3]
+        probabilities = F.interpolate(logits.sigmoid().float(), size=size, mode="bilinear")[0].cpu().numpy()
     return GroundingResult(
         prompt=prompt,
         image=output.images[0],
@@ -147,6 +172,8 @@ def ground(
 
 def write_grounding(result: GroundingResult, out: Path) -> list[Path]:
     """`image.png`, one mask per object (file names from `mask_files`) and `overlay.png` with a legend."""
+    from PIL import Image
+
     from groundiff.visualize import legend_handles, overlay, plt, save_figure
 
     masks = grounding_paths(out, list(result.masks))  # every name checked before the first file is written
@@ -163,3 +190,20 @@ def write_grounding(result: GroundingResult, out: Path) -> list[Path]:
     axis.legend(handles=legend_handles(list(result.masks)), fontsize=7, loc="lower right")
     paths.append(save_figure(figure, out / "overlay.png"))
     return paths
+
+
+def ground_and_write(config: GroundConfig) -> tuple[GroundingResult, list[Path]]:
+    """Load the checkpoint and its diffusion model, ground `config.prompt` and write the results to `config.out`.
+
+    The object names and `--out` are checked before the (slow) pipeline loads. Returns the result and
+    the files written (see `write_grounding`).
+    """
+    from groundiff.model.checkpoint import load_grounding_model
+    from groundiff.sd.pipelines import load_pipeline
+
+    model, meta = load_grounding_model(Path(config.checkpoint))
+    objects = list(config.objects or objects_from_prompt(config.prompt, meta.set_config["template"]))
+    grounding_paths(Path(config.out), objects)
+    pipe = load_pipeline(config.model or meta.text_model, dtype=config.dtype, device=config.device)
+    result = ground(pipe, model.to(pipe.device), meta, config.prompt, objects=objects, seed=config.seed)
+    return result, write_grounding(result, Path(config.out))

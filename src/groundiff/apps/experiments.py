@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from groundiff.apps.runs import Evaluation, train_and_evaluate
-from groundiff.config import read_config_file
-from groundiff.training.config import TrainConfig
+from groundiff.config import REQUIRED, option, read_config_file
 
 EXPERIMENTS_DIR = Path(__file__).parents[1] / "configs" / "experiments"
 RESULTS_FILE = "results.csv"
@@ -33,6 +32,25 @@ def experiment_config(name: str) -> dict[str, Any]:
 
 
 @dataclass
+class ExperimentConfig:
+    """One run of a shipped experiment (`groundiff experiment`): its sets, run folder, seed and overrides."""
+
+    name: str = option(REQUIRED, "e.g. table2-improved, table4-loss-dice; 'list' to see all", positional=True)
+    train: str = option("data/train", "")
+    val: str = option("data/val", "")
+    test: tuple[str, ...] = option(("data/test-seen", "data/test-mixed", "data/test-unseen"), "", many=True)
+    out: str = option("runs/experiments", "run folders and results.csv")
+    seed: int = option(0, "")
+    epochs: int | None = option(None, "override the experiment's epochs")
+    model_config: str | None = option(None, "extra TrainConfig fields (e.g. model sizes)")
+
+    def overrides(self) -> dict[str, Any]:
+        """TrainConfig fields that replace the experiment's own: `epochs`, then those of `model_config`."""
+        fields: dict[str, Any] = {"epochs": self.epochs} if self.epochs else {}
+        return {**fields, **(read_config_file(Path(self.model_config)) if self.model_config else {})}
+
+
+@dataclass
 class ExperimentRow:
     experiment: str
     seed: int
@@ -46,21 +64,17 @@ class ExperimentRow:
         return {**fields, **{f"{name} mIoU": round(value, 2) for name, value in self.results.items()}}
 
 
-def run_experiment(
-    name: str,
-    *,
-    train_set: Path,
-    val_set: Path,
-    test_sets: list[Path],
-    out: Path,
-    seed: int = 0,
-    overrides: dict[str, Any] | None = None,
-) -> ExperimentRow:
+def run_experiment(config: ExperimentConfig) -> ExperimentRow:
     """Train with the experiment's config, evaluate the best checkpoint, append a row to `out/results.csv`."""
-    fields = {**experiment_config(name), **(overrides or {})}
+    from groundiff.training.config import TrainConfig  # imported here: it loads torch
+
+    name, seed, out = config.name, config.seed, Path(config.out)
+    fields = {**experiment_config(name), **config.overrides()}
     run_dir = out / f"{name}-seed{seed}"
-    config = TrainConfig(train=str(train_set), val=str(val_set), out=str(run_dir), seed=seed, **fields)
-    outcome = train_and_evaluate(config, [Evaluation(tuple(test_sets), run_dir / "test.json")], resume=False)
+    train, val = str(Path(config.train)), str(Path(config.val))
+    train_config = TrainConfig(train=train, val=val, out=str(run_dir), seed=seed, **fields)
+    tests = Evaluation(tuple(map(Path, config.test)), run_dir / "test.json")
+    outcome = train_and_evaluate(train_config, [tests], resume=False)
     report, evaluation = outcome.report, outcome.evaluations[0]
     row = ExperimentRow(
         experiment=name,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
+
+from groundiff.config import option
 
 
 class Layout(StrEnum):
@@ -53,3 +56,23 @@ class CaptureConfig:
                 )
             resolved.append(index)
         return tuple(sorted(set(resolved)))
+
+
+@dataclass
+class CaptureRunConfig:
+    """One image generated from a prompt with its U-Net features captured (`groundiff capture`)."""
+
+    prompt: str = option("a photograph of a dog and a sofa", "", positional=True)
+    model: str = option("tiny-sd1", "built-in name, hub id, diffusers folder or .safetensors")
+    steps: int = option(50, "denoising steps")
+    guidance_scale: float = option(7.5, "")
+    seed: int = option(0, "")
+    blocks: tuple[str, ...] | None = option(None, "comma-separated blocks (down0,…,mid,up0,…); default all")
+    capture_steps: tuple[int, ...] = option((-1,), "comma-separated step indices; -1 is the last")
+    layout: Literal["cond", "uncond+cond"] = option("cond", "")
+    dtype: Literal["float32", "float16", "bfloat16"] = option("float32", "")
+    device: str | None = option(None, "cpu, cuda, …; default cuda when available")
+    out: str | None = option(None, "folder for the image PNG and features safetensors")
+
+    def capture(self) -> CaptureConfig:
+        return CaptureConfig(blocks=self.blocks, steps=self.capture_steps, layout=Layout(self.layout))

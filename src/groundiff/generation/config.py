@@ -1,4 +1,5 @@
-"""`GenerateConfig`: everything that defines one generated set (light to import, for the CLI)."""
+"""`GenerateConfig`: everything that defines one generated set; `LabelConfig` and `ScoreConfig`: what
+relabels and scores one (light to import, for the CLI)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundiff.capture.config import CaptureConfig, Layout
-from groundiff.config import check_types, option
+from groundiff.config import REQUIRED, check_types, option
 from groundiff.data.vocabulary import DEFAULT_SET_SIZES, SET_KINDS
 from groundiff.sd.dtypes import parse_dtype
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
@@ -90,3 +91,20 @@ class GenerateConfig:
 
     def capture(self) -> CaptureConfig:
         return CaptureConfig(blocks=self.feature_blocks, steps=self.feature_steps, layout=Layout(self.feature_layout))
+
+
+@dataclass
+class LabelConfig:
+    """A generated set relabeled with another labeler, into a new set (`groundiff label`)."""
+
+    data: str = option(REQUIRED, "a complete set folder")
+    labeler: str = option(REQUIRED, "maskrcnn, maskrcnn-v1 or miniworld")
+    out: str = option(REQUIRED, "folder of the relabeled set")
+
+
+@dataclass
+class ScoreConfig:
+    """CLIP-IQA quality scores of every image of one or more sets (`groundiff score`)."""
+
+    data: tuple[str, ...] = option(REQUIRED, "set folders; scores go to DIR/scores.json", many=True)
+    scorer: str = option("miniworld", "miniworld, a CLIP hub id or folder, or clipiqa+")

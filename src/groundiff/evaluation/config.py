@@ -1,0 +1,26 @@
+"""`EvaluateConfig`: what `groundiff evaluate` scores and where it writes (light to import, for the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from groundiff.config import REQUIRED, option
+
+
+@dataclass
+class EvaluateConfig:
+    """A checkpoint's evaluation on test sets; see `groundiff.evaluation.evaluate.evaluate_checkpoint`."""
+
+    checkpoint: str = option(REQUIRED, "a checkpoint folder (runs/.../best)")
+    data: tuple[str, ...] = option(
+        REQUIRED, "test set folders: generated sets and/or truth sets, one per kind", many=True
+    )
+    val: tuple[str, ...] | None = option(
+        None,
+        "validation sets (generated and/or truth, with attention maps) on which the cross-attention "
+        "thresholds are chosen; without them DAAM's 0.4 is used",
+        many=True,
+    )
+    out: str = option(REQUIRED, "results JSON; .md table and PNG pictures go beside it")
+    top_quality: float | None = option(None, "keep this top fraction by IQA score")
+    attention_baseline: bool = option(False, "also score the cross-attention reference (DAAM-style)", switch=True)
