@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -61,7 +60,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         f"discarded {report.discarded}, found {report.already_done} already on disk"
     )
     if report.complete:
-        manifest = json.loads((report.folder / "manifest.json").read_text())
+        from groundiff.data.manifest import read_manifest
+
+        manifest = read_manifest(report.folder)
         print(
             f"set complete: {manifest['samples']} samples, {manifest['discarded']} discarded, "
             f"{manifest['bytes_per_sample'] / 1e6:.3f} MB per sample"
@@ -71,12 +72,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_truth_set(args: argparse.Namespace) -> int:
     """make a mini-world truth set: renders with exact masks, features from one U-Net pass (for evaluate)"""
+    from groundiff.data.manifest import read_manifest
     from groundiff.miniworld.truth import TruthSetConfig, make_truth_set
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = build_config(TruthSetConfig, args.config, args)
     folder = make_truth_set(config)
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     print(f"truth set {config.set} -> {folder}: {manifest['samples']} renders with exact masks")
     return 0
 

@@ -8,7 +8,6 @@ the three test sets beside the training-free cross-attention reference, and writ
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -173,11 +172,11 @@ def make_demo_truth_sets(config: DemoConfig, *, pipe: Any) -> list[Path]:
 
 def read_keep_rates(data: Path) -> dict[str, float]:
     """Share of generated samples kept by the discard rule, per demo set, from the manifests in `data`."""
-    from groundiff.data.manifest import MANIFEST_FILE
+    from groundiff.data.manifest import read_manifest
 
     rates = {}
     for kind in DEMO_SETS:
-        manifest = json.loads((data / kind / MANIFEST_FILE).read_text())
+        manifest = read_manifest(data / kind)
         rates[kind] = manifest["samples"] / (manifest["samples"] + manifest["discarded"])
     return rates
 

@@ -255,9 +255,9 @@ def _wait_for(done: Callable[[], bool], what: str, hours: float, poll_s: float =
 
 
 def _set_samples(folder: Path) -> int:
-    from groundiff.data.manifest import MANIFEST_FILE
+    from groundiff.data.manifest import read_manifest
 
-    return int(json.loads((folder / MANIFEST_FILE).read_text())["samples"])
+    return int(read_manifest(folder)["samples"])
 
 
 def _run_dir(out: Path, run: Run) -> Path:

@@ -41,6 +41,38 @@ def collect_done(folder: Path) -> tuple[set[int], dict[str, int]]:
     return done, next_number
 
 
+def read_set_config(folder: Path) -> dict[str, Any]:
+    """The GenerateConfig fields a set was made with (its `config.json`).
+
+    Raises:
+        FileNotFoundError: `folder` is no set; the message says how to make one.
+    """
+    path = folder / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{str(folder)!r} has no {CONFIG_FILE}; pass a set folder written by `groundiff generate` or "
+            f"`groundiff truth-set`."
+        )
+    config: dict[str, Any] = json.loads(path.read_text())
+    return config
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete set, read without checking the shards (see `check_complete` for that).
+
+    Raises:
+        FileNotFoundError: the set is incomplete (no manifest); the message says how to finish it.
+    """
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Set {str(folder)!r} is incomplete (no {MANIFEST_FILE}): run `groundiff generate` with its config "
+            f"again to finish it."
+        )
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    return manifest
+
+
 def check_complete(folder: Path) -> dict[str, Any]:
     """The manifest of a complete set, once its shards are checked against it (names and sizes, no reading).
 

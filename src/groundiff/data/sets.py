@@ -3,7 +3,6 @@ serve records whose U-Net maps are ready (stored, or recomputed by the generatin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from torch.utils.data import Dataset
 
 from groundiff.capture.replay import stored_maps
 from groundiff.data.dataset import GroundingDataset
-from groundiff.data.manifest import CONFIG_FILE, check_complete
+from groundiff.data.manifest import check_complete, read_set_config
 from groundiff.data.records import SampleRecord
 from groundiff.sd.pipelines import load_pipeline
 
@@ -34,10 +33,7 @@ class MapsDataset(Dataset[SampleRecord]):
 
 def set_model_name(folder: str) -> str:
     """The diffusion model that generated a set (its text encoder is the grounding model's)."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{folder!r} has no {CONFIG_FILE}; pass a set folder written by `groundiff generate`.")
-    return str(json.loads(path.read_text())["model"])
+    return str(read_set_config(Path(folder))["model"])
 
 
 def check_training_set(folder: str, kind: str) -> None:

@@ -7,7 +7,6 @@ mask). `miou_per_image` is the reference code's figure: the mean over images of 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from groundiff.data.batching import ClassEmbedder, collate
 from groundiff.data.dataset import GroundingDataset
+from groundiff.data.manifest import read_set_config
 from groundiff.data.records import SampleRecord
 from groundiff.evaluation.metrics import IoUAccumulator
 from groundiff.evaluation.reference_scores import (
@@ -83,7 +83,7 @@ class EvaluationReport:
 
 def set_kind(folder: Path) -> str:
     """`kind` of a set, prefixed `truth-` for truth sets (exact masks): `test-seen`, `truth-test-seen`, …"""
-    config = json.loads((folder / "config.json").read_text())
+    config = read_set_config(folder)
     return ("truth-" if config.get("labeler") == "exact" else "") + config.get("set", "")
 
 

@@ -5,7 +5,6 @@ Both read the stored images, so a better labeler or scorer never needs the set t
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from groundiff.data.manifest import CONFIG_FILE, MANIFEST_FILE, collect_done, write_manifest
+from groundiff.data.manifest import CONFIG_FILE, MANIFEST_FILE, collect_done, read_set_config, write_manifest
 from groundiff.data.records import SampleRecord
 from groundiff.data.scores import SCORES_FILE
 from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, iter_metadata, iter_records
@@ -61,7 +60,7 @@ def label_set(
         raise FileNotFoundError(f"{str(source)!r} is no complete set (no {MANIFEST_FILE}); generate it first.")
     if source.resolve() == out.resolve():
         raise ValueError(f"Relabeling writes a new set: choose an --out folder other than {str(source)!r}.")
-    config = json.loads((source / CONFIG_FILE).read_text())
+    config = read_set_config(source)
     config.update(labeler=labeler_name, relabeled_from=str(source))
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / CONFIG_FILE, config)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 import logging
 import os
 import random
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from groundiff.data.batching import ClassEmbedder, GroundingBatch, collate
-from groundiff.data.manifest import CONFIG_FILE
+from groundiff.data.manifest import CONFIG_FILE, read_set_config
 from groundiff.data.sets import check_training_set, open_set, set_model_name
 from groundiff.evaluation.evaluate import evaluate_dataset
 from groundiff.files import hold_lock
@@ -149,7 +148,7 @@ def _resume_point(config: TrainConfig, resume: bool) -> bool:
             f"pass --epochs {done} or more to continue it."
         )
     set_file = Path(config.train) / CONFIG_FILE
-    if set_file.exists() and json.loads(set_file.read_text()) != meta.set_config:
+    if set_file.exists() and read_set_config(Path(config.train)) != meta.set_config:
         raise ValueError(
             f"Training set {config.train!r} was regenerated with another config since run {str(out)!r} started; "
             f"resume with the original set, or pass another --out for a new run."
@@ -230,7 +229,7 @@ class _Trainer:
             feature_shapes=dict(self.feature_shapes),
             text_width=self.embedder.width,
             text_model=set_model_name(self.config.train),
-            set_config=json.loads((Path(self.config.train) / CONFIG_FILE).read_text()),
+            set_config=read_set_config(Path(self.config.train)),
             template=self.config.template,
             end_of_text=self.config.end_of_text,
             train_config=dataclasses.asdict(self.config),
