@@ -95,3 +95,44 @@ def test_two_workers_share_the_runs_and_the_last_writes_the_report(tmp_path):
     assert again is not None and again["tables"] == report["tables"]
     only = run_results(dataclasses.replace(_results_config(tmp_path), report_only=True))
     assert only is not None and only["tables"] == report["tables"]
+
+
+def test_a_row_scored_on_fewer_sets_shows_dashes_and_one_seed_shows_no_spread():
+    from groundiff.apps.results import results_markdown
+
+    cell = {"miou": 70.0, "miou_ci95": [69.0, 71.0]}
+    both = {"test-seen": cell, "truth-test-seen": cell}
+    rows = [
+        {
+            "label": "all sets",
+            "per_seed": {"0": both, "1": both},
+            "pending_seeds": [],
+            "mean": {"test-seen": 70.0, "truth-test-seen": 72.0},
+            "std": {"test-seen": 0.5, "truth-test-seen": 0.5},
+            "ci95_mean": {"test-seen": [69.0, 71.0], "truth-test-seen": [71.0, 73.0]},
+            "paper": {"test-seen": 73.07, "test-mixed": None, "test-unseen": None},
+            "train_seconds": 10.0,
+        },
+        {
+            "label": "top 80%",
+            "per_seed": {"0": {"test-seen": cell}},
+            "pending_seeds": [1],
+            "mean": {"test-seen": 75.0},
+            "std": {"test-seen": 0.0},
+            "ci95_mean": {"test-seen": [74.0, 76.0]},
+            "paper": {"test-seen": None, "test-mixed": None, "test-unseen": None},
+            "train_seconds": 10.0,
+        },
+    ]
+    report = {
+        "config": {"seeds": [0, 1], "data": "d", "threads": 1, "data_seed": 0},
+        "sets": {},
+        "keep_rate": {},
+        "pending": ["improved seed 1"],
+        "references": {},
+        "tables": {"t": {"title": "T", "rows": rows}},
+    }
+    markdown = results_markdown(report)
+    assert "| all sets | 70.0 ± 0.5 [69.0, 71.0] | 72.0 ± 0.5 [71.0, 73.0] |" in markdown
+    assert "| top 80% (1 of 2 seeds so far) | 75.0 [74.0, 76.0] | – |" in markdown
+    assert "Partial report: still running improved seed 1." in markdown

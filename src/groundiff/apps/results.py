@@ -466,7 +466,10 @@ def _table_rule(kinds: list[str]) -> str:
 
 
 def _seeds_cell(row: dict[str, Any], kind: str) -> str:
-    """`mean ± std [mean interval]` over the row's seeds; no ± for one seed, whose spread is unknown."""
+    """`mean ± std [mean interval]` over the row's seeds; no ± for one seed, whose spread is unknown; `–` for a
+    set the row is not scored on (the top-quality rows filter generated sets only: truth sets have no scores)."""
+    if kind not in row["mean"]:
+        return "–"
     spread = f" ± {row['std'][kind]:.1f}" if len(row["per_seed"]) > 1 else ""
     low, high = row["ci95_mean"][kind]
     return f"{row['mean'][kind]:.1f}{spread} [{low:.1f}, {high:.1f}]"
