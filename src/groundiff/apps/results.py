@@ -363,12 +363,15 @@ def _collect(
         table_rows: list[dict[str, Any]] = []
         for row in rows:
             name = row_runs[(table, row.label)]
+            paper = dict(zip(TEST_SETS, row.paper, strict=True))
             if name is None:
-                table_rows.append({"label": row.label, "not_run": _not_run(config, row, data)})
+                table_rows.append({"label": row.label, "not_run": _not_run(config, row, data), "paper": paper})
                 continue
             done = [seed for seed in config.seeds if (name, seed) in evaluations]
             if not done:
-                table_rows.append({"label": row.label, "run": name, "pending_seeds": list(config.seeds)})
+                table_rows.append(
+                    {"label": row.label, "run": name, "pending_seeds": list(config.seeds), "paper": paper}
+                )
                 continue
             per_seed = {str(seed): evaluations[(name, seed)][_top_key(row.top_quality)] for seed in done}
             kinds = [k for k in SET_LABELS if k in next(iter(per_seed.values()))]
@@ -383,7 +386,7 @@ def _collect(
                         k: [statistics.mean(s[k]["miou_ci95"][b] for s in per_seed.values()) for b in (0, 1)]
                         for k in kinds
                     },
-                    "paper": dict(zip(TEST_SETS, row.paper, strict=True)),
+                    "paper": paper,
                     "pending_seeds": [seed for seed in config.seeds if seed not in done],
                     "train_seconds": statistics.mean(evaluations[(name, s)]["train_seconds"] for s in done),
                     "train_cpu_seconds": statistics.mean(
