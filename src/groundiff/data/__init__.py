@@ -5,8 +5,7 @@ Names are imported on first use, so that `groundiff --help` and config parsing s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from groundiff import lazy_exports
 
 _EXPORTS = {
     "SET_KINDS": "vocabulary",
@@ -22,8 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'groundiff.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"groundiff.data.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -47,14 +47,8 @@ def read_set_config(folder: Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: `folder` is no set; the message says how to make one.
     """
-    path = folder / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{str(folder)!r} has no {CONFIG_FILE}; pass a set folder written by `groundiff generate` or "
-            f"`groundiff truth-set`."
-        )
-    config: dict[str, Any] = json.loads(path.read_text())
-    return config
+    fix = "pass a set folder written by `groundiff generate` or `groundiff truth-set`"
+    return _read_set_file(folder / CONFIG_FILE, f"{str(folder)!r} has no {CONFIG_FILE}; {fix}.")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -63,14 +57,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: the set is incomplete (no manifest); the message says how to finish it.
     """
-    path = folder / MANIFEST_FILE
+    fix = "run `groundiff generate` with its config again to finish it"
+    return _read_set_file(folder / MANIFEST_FILE, f"Set {str(folder)!r} is incomplete (no {MANIFEST_FILE}): {fix}.")
+
+
+def _read_set_file(path: Path, missing: str) -> dict[str, Any]:
+    """The JSON mapping in `path`, or a FileNotFoundError with the message `missing`."""
     if not path.exists():
-        raise FileNotFoundError(
-            f"Set {str(folder)!r} is incomplete (no {MANIFEST_FILE}): run `groundiff generate` with its config "
-            f"again to finish it."
-        )
-    manifest: dict[str, Any] = json.loads(path.read_text())
-    return manifest
+        raise FileNotFoundError(missing)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
 
 
 def check_complete(folder: Path) -> dict[str, Any]:
