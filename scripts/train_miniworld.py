@@ -4,7 +4,9 @@
 
 Parts, in the order they depend on each other: vae, clip, unet, labeler, then publish (writes the weights
 into this checkout's src/groundiff/miniworld/weights/ unless --weights-dir says otherwise). See
-`groundiff.miniworld.training` for what each part trains.
+`groundiff.miniworld.training` for what each part trains. The shipped grounding checkpoint is trained by
+`groundiff train` (recipe: src/groundiff/configs/models/miniworld-grounding.yaml) and published with
+`publish --parts grounding --grounding-checkpoint <run>/best`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def build_argument_parser() -> argparse.ArgumentParser:
         "--weights-dir", type=Path, default=None, help="publish: target (default: <miniworld-dir>/weights)"
     )
     parser.add_argument("--parts", default="vae,clip,unet,labeler", help="publish: comma-separated parts")
+    parser.add_argument(
+        "--grounding-checkpoint", type=Path, default=None, help="publish grounding: a `groundiff train` run's best/"
+    )
     parser.add_argument("--pipeline-dir", type=Path, default=None, help="unet: VAE and text encoder (default: shipped)")
     return parser
 
@@ -72,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = args.weights_dir or args.miniworld_dir / "weights"
     compact = args.miniworld_dir / "checkpoints" / "unet_resume.safetensors"
     if config.part == "publish":
-        publish(config, args.parts.split(","), weights, compact)
+        publish(config, args.parts.split(","), weights, compact, args.grounding_checkpoint)
     elif config.part == "unet":
         train_unet(config, args.pipeline_dir or weights / "pipeline", compact)
     else:

@@ -174,6 +174,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """a web page that draws a prompt and shows each object's mask (needs the web extra)"""
+    from groundiff.apps.serve import ServeConfig, serve
+
+    config = build_config(ServeConfig, args.config, args)
+    serve(config)
+    return 0
+
+
 def _cmd_results(args: argparse.Namespace) -> int:
     """measure the paper's Tables 2, 3, 4 and 8 on the mini world over seeds"""
     from groundiff.apps.results import ResultsConfig, run_results
@@ -239,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     from groundiff.apps.demo import DemoConfig
     from groundiff.apps.experiments import ExperimentConfig
     from groundiff.apps.results import ResultsConfig
+    from groundiff.apps.serve import ServeConfig
     from groundiff.capture.config import CaptureRunConfig
     from groundiff.evaluation.config import EvaluateConfig
     from groundiff.generation.config import GenerateConfig, LabelConfig, ScoreConfig
@@ -257,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", EvaluateConfig, _cmd_evaluate),
         ("ground", GroundConfig, _cmd_ground),
         ("demo", DemoConfig, _cmd_demo),
+        ("serve", ServeConfig, _cmd_serve),
         ("results", ResultsConfig, _cmd_results),
         ("experiment", ExperimentConfig, _cmd_experiment),
     ]

@@ -34,8 +34,12 @@ class GroundConfig:
     """An image generated from a prompt with a mask for each of its objects (`groundiff ground`)."""
 
     prompt: str = option(REQUIRED, "", positional=True)
-    checkpoint: str = option(REQUIRED, "a trained grounding checkpoint folder")
-    model: str | None = option(None, "the diffusion model; default: the checkpoint's")
+    checkpoint: str | None = option(
+        None, "a trained grounding checkpoint folder; default: the one shipped with the model's world (miniworld)"
+    )
+    model: str | None = option(
+        None, "the diffusion model; default: the checkpoint's, or miniworld without --checkpoint"
+    )
     objects: tuple[str, ...] | None = option(None, "object names; default: parsed from the prompt", many=True)
     seed: int = option(0, "")
     dtype: Literal["float32", "float16", "bfloat16"] = option("float32", "")
@@ -110,17 +114,54 @@ def grounding_paths(out: Path, names: Sequence[str]) -> dict[str, Path]:
     return {name: out / file for name, file in mask_files(names).items()}
 
 
-def capture_for(meta: CheckpointMeta) -> tuple[CaptureConfig, GenerationSettings]:
-    """The capture and sampler settings of the training set recorded in a checkpoint's metadata."""
+DEFAULT_WORLD = "miniworld"
+
+
+def resolve_checkpoint(checkpoint: str | None, model: str | None) -> tuple[Path, str | None]:
+    """The checkpoint folder to load and the diffusion model to run (None: the checkpoint's own).
+
+    Without a checkpoint, the world of `model` (default: the mini world) supplies its shipped one.
+
+    Raises:
+        ValueError: no checkpoint was given and `model` has no shipped checkpoint.
+    """
+    from groundiff.worlds import get_world
+
+    if checkpoint is not None:
+        return Path(checkpoint), model
+    name = model or DEFAULT_WORLD
+    world = get_world(name)
+    if world is None or world.grounding_checkpoint is None:
+        raise ValueError(
+            f"Model {name!r} ships no grounding checkpoint; pass --checkpoint with a folder made by `groundiff train` "
+            f"on that model's features (or use --model {DEFAULT_WORLD}, which ships one)."
+        )
+    return Path(world.grounding_checkpoint()), name
+
+
+def trained_steps(meta: CheckpointMeta) -> list[int]:
+    """The denoising step indices whose features the model reads, ascending (from `step{S}.{block}` names)."""
+    return sorted({int(name.split(".")[0].removeprefix("step")) for name in meta.feature_shapes})
+
+
+def capture_for(
+    meta: CheckpointMeta, *, steps: int | None = None, guidance_scale: float | None = None
+) -> tuple[CaptureConfig, GenerationSettings]:
+    """The capture and sampler settings of the training set recorded in a checkpoint's metadata.
+
+    `steps` and `guidance_scale` replace the training set's; the captured steps then keep their place
+    counted from the end (the model was trained on the last step of 20: it reads the last of `steps`).
+    """
     from groundiff.capture import CaptureConfig, GenerationSettings
 
     set_config = meta.set_config
-    steps = sorted({int(name.split(".")[0].removeprefix("step")) for name in meta.feature_shapes})
+    trained = trained_steps(meta)
+    capture_steps = tuple(trained) if steps is None else tuple(s - set_config["steps"] for s in trained)
     blocks = tuple(dict.fromkeys(name.split(".", 1)[1] for name in meta.feature_shapes))
-    capture = CaptureConfig(blocks=blocks, steps=tuple(steps), layout=set_config["feature_layout"])
+    capture = CaptureConfig(blocks=blocks, steps=capture_steps, layout=set_config["feature_layout"])
     settings = GenerationSettings(
-        num_inference_steps=set_config["steps"],
-        guidance_scale=set_config["guidance_scale"],
+        num_inference_steps=set_config["steps"] if steps is None else steps,
+        guidance_scale=set_config["guidance_scale"] if guidance_scale is None else guidance_scale,
         height=set_config.get("height"),
         width=set_config.get("width"),
     )
@@ -135,6 +176,8 @@ def ground(
     *,
     objects: Sequence[str] | None = None,
     seed: int = 0,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
 ) -> GroundingResult:
     """Generate `prompt` with `pipe` and segment each object with the grounding `model`.
 
@@ -142,6 +185,7 @@ def ground(
         pipe: the Stable Diffusion pipeline whose features the model was trained on.
         model, meta: from `groundiff.model.checkpoint.load_grounding_model`.
         objects: names to segment; default: parsed from the prompt with the generation template.
+        steps, guidance_scale: sampler settings; default: the training set's (see `capture_for`).
     Raises:
         ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
@@ -153,11 +197,17 @@ def ground(
 
     names = list(objects) if objects else objects_from_prompt(prompt, meta.set_config["template"])
     mask_files(names)  # before the (slow) generation
-    capture, settings = capture_for(meta)
+    capture, settings = capture_for(meta, steps=steps, guidance_scale=guidance_scale)
+    # Captured step k of this run stands in for trained step k (they differ when `steps` is changed).
+    step_names = dict(zip(capture.resolve_steps(settings.num_inference_steps), trained_steps(meta), strict=True))
     with torch.no_grad():
         output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
         device = next(model.parameters()).device
-        features = {name: t[None].float().to(device) for name, t in output.features.flat(0).items()}  # (1, C, h, w)
+        features = {
+            f"step{step_names[step]}.{block}": t[:1].float().to(device)  # (1, C, h, w)
+            for step, blocks in output.features.maps.items()
+            for block, t in blocks.items()
+        }
         embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
         logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
         size = output.images.shape[1:3]
@@ -201,9 +251,10 @@ def ground_and_write(config: GroundConfig) -> tuple[GroundingResult, list[Path]]
     from groundiff.model.checkpoint import load_grounding_model
     from groundiff.sd.pipelines import load_pipeline
 
-    model, meta = load_grounding_model(Path(config.checkpoint))
+    checkpoint, model_name = resolve_checkpoint(config.checkpoint, config.model)
+    model, meta = load_grounding_model(checkpoint)
     objects = list(config.objects or objects_from_prompt(config.prompt, meta.set_config["template"]))
     grounding_paths(Path(config.out), objects)
-    pipe = load_pipeline(config.model or meta.text_model, dtype=config.dtype, device=config.device)
+    pipe = load_pipeline(model_name or meta.text_model, dtype=config.dtype, device=config.device)
     result = ground(pipe, model.to(pipe.device), meta, config.prompt, objects=objects, seed=config.seed)
     return result, write_grounding(result, Path(config.out))

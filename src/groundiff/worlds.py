@@ -64,6 +64,8 @@ class World:
         truth_set: renders a set with exact masks (keywords of the world's truth-set config plus `pipe`)
             and returns its folder, or None when the world has no renderer.
         labeler_accuracy: the labeler's mIoU against exact masks (takes a labeler), or None.
+        grounding_checkpoint: the folder of a grounding checkpoint shipped for this world's model (what
+            `groundiff ground` and `groundiff serve` use without --checkpoint), or None.
     """
 
     name: str
@@ -77,6 +79,7 @@ class World:
     references: Callable[[], dict[str, Any]] | None = None
     truth_set: Callable[..., Any] | None = None
     labeler_accuracy: Callable[[Any], float] | None = None
+    grounding_checkpoint: Callable[[], Any] | None = None
 
     def defaults(self) -> GenerationDefaults:
         return GenerationDefaults(

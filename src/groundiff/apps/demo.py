@@ -8,11 +8,12 @@ the three test sets beside the training-free cross-attention reference, and writ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from groundiff.config import option
 from groundiff.worlds import get_world
@@ -23,7 +24,7 @@ TEST_SETS = ("test-seen", "test-mixed", "test-unseen")
 DEMO_SETS = ("train", "val", *TEST_SETS)
 # Renders with exact masks (mini world only), as big as the generated set of the same kind.
 TRUTH_SETS = ("val", *TEST_SETS)
-# Samples per set at --size 1 (about 10 minutes on 2 CPU cores); --size scales them all.
+# Samples per set at --size 1 (under 5 minutes on 2 CPU cores); --size scales them all.
 DEMO_SET_SIZES = {"train": 320, "val": 48, "test-seen": 48, "test-mixed": 48, "test-unseen": 48}
 
 
@@ -32,21 +33,35 @@ class DemoConfig:
     """A demo run. `size` multiplies every set size; `model` is any built-in or local pipeline."""
 
     out: str = option("demo", "report folder (data/, run/, summary.md, report.json)")
-    size: float = option(1.0, "multiplies every set size (1: about 10 minutes on 2 CPU cores)")
+    size: float = option(1.0, "multiplies every set size (1: under 5 minutes on 2 CPU cores)")
     model: str = option("miniworld", "the diffusion model; the mini world brings its labeler and scorer")
-    steps: int = option(20, "denoising steps")
+    # Half the mini world's 20 steps: the same keep rate, and the demo fits in 5 minutes on 2 cores.
+    steps: int = option(10, "denoising steps (the mini world's own default is 20)")
     guidance_scale: float = option(4.0, "classifier-free guidance scale")
     feature_storage: str = option("maps", "what the sets store: maps, or unet-input (maps recomputed when read)")
     feature_blocks: tuple[str, ...] | None = option(None, "comma-separated U-Net blocks to store (default: all)")
-    epochs: int = option(10, "grounding-model training epochs")
+    model_size: Literal["slim", "reference"] = option(
+        "slim", "grounding-model sizes: slim (the shipped checkpoint's decoder, width 128) or reference (width 512)"
+    )
+    # The best validation epoch of the size-1 demo was the 8th in each measured run: two more cost 25 s.
+    epochs: int = option(8, "grounding-model training epochs")
     batch_size: int = option(4, "training batch size")
     seed: int = option(0, "seed of the sets and the training")
     threads: int | None = option(2, "torch CPU threads; results repeat exactly for a given seed and thread count")
+    generation_processes: int | None = option(
+        None, "processes that generate the sets, one thread each (default: --threads)"
+    )
     progress: bool = option(True, "show progress bars")
 
     def __post_init__(self) -> None:
         if self.size <= 0:
             raise ValueError(f"--size must be positive, got {self.size}.")
+        if self.generation_processes is not None and self.generation_processes < 1:
+            raise ValueError(f"--generation-processes must be at least 1, got {self.generation_processes}.")
+
+    def processes(self) -> int:
+        """Generation processes: small convolutions gain little from a second thread, much from a second process."""
+        return self.generation_processes or self.threads or 1
 
     def set_size(self, kind: str) -> int:
         return max(4, round(DEMO_SET_SIZES[kind] * self.size))
@@ -62,6 +77,7 @@ def run_demo(
     # Imported here so that the CLI can read DemoConfig without loading torch-heavy modules.
     from groundiff.apps.runs import Evaluation, train_and_evaluate
     from groundiff.files import write_json_atomic
+    from groundiff.model.config import MODEL_SIZES
     from groundiff.training.config import TrainConfig
 
     start = time.perf_counter()
@@ -71,9 +87,11 @@ def run_demo(
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     world = get_world(config.model)
+    # 1. Data: one set of each kind, generated once (a rerun finds them complete).
+    if pipe is None and labeler is None and scorer is None and config.processes() > 1:
+        generate_demo_sets_in_processes(config)
     if world is not None and pipe is None:
         pipe = world.pipeline(device="cpu")
-    # 1. Data: one set of each kind, generated once (a rerun finds them complete).
     generate_demo_sets(config, pipe=pipe, labeler=labeler, scorer=scorer)
     truth_sets = make_demo_truth_sets(config, pipe=pipe)
     keep_rates = read_keep_rates(out / "data")
@@ -88,6 +106,7 @@ def run_demo(
         seed=config.seed,
         threads=config.threads,
         progress=config.progress,
+        model=dict(MODEL_SIZES[config.model_size]),
     )
     # 3. Evaluation beside the floors, ceilings and references, on generated and truth sets.
     tests = [out / "data" / kind for kind in TEST_SETS] + [f for f in truth_sets if not f.name.endswith("-val")]
@@ -147,6 +166,36 @@ def generate_demo_sets(
             progress=config.progress,
         )
         generate_set(generate_config, pipe=pipe, labeler=labeler, scorer=scorer, worker=worker, workers=workers)
+
+
+def generate_demo_sets_in_processes(config: DemoConfig) -> None:
+    """The demo's sets, written by `config.processes()` spawned processes of one thread each.
+
+    Sample *i* of a set does not depend on which process draws it, so the sets equal those of one
+    single-threaded process (features, being float sums, do change with the thread count). A failed
+    or interrupted process leaves whole shards; the next run generates the rest.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    processes = config.processes()
+    # spawn, not fork: a forked child would inherit torch's thread pool and locks mid-state.
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        shares = [pool.submit(_generate_share, config, worker, processes) for worker in range(processes)]
+        for share in shares:
+            share.result()  # re-raises a worker's error here, naming it
+
+
+def _generate_share(config: DemoConfig, worker: int, workers: int) -> None:
+    import torch
+
+    from groundiff.sd.pipelines import load_pipeline
+
+    torch.set_num_threads(1)
+    pipe = load_pipeline(config.model, device="cpu")
+    # One progress bar: the first process's share stands for all of them.
+    share_config = dataclasses.replace(config, progress=config.progress and worker == 0)
+    generate_demo_sets(share_config, pipe=pipe, worker=worker, workers=workers)
 
 
 def make_demo_truth_sets(config: DemoConfig, *, pipe: Any) -> list[Path]:

@@ -4,6 +4,7 @@ weights/pipeline/   diffusers StableDiffusionPipeline folder (fp16 safetensors)
 weights/clip/       CLIP image tower, projections and logit scale; the text tower is the
                     pipeline's text encoder (stored once)
 weights/labeler/    segmentation net of `MiniWorldLabeler`
+weights/grounding/  a grounding checkpoint (fp16) for `groundiff ground` / `serve` without --checkpoint
 checkpoints/        compact U-Net training state, so a later session resumes the training
 """
 
@@ -24,9 +25,10 @@ WEIGHTS_DIR = PACKAGE_DIR / "weights"
 PIPELINE_DIR = WEIGHTS_DIR / "pipeline"
 CLIP_DIR = WEIGHTS_DIR / "clip"
 LABELER_DIR = WEIGHTS_DIR / "labeler"
+GROUNDING_DIR = WEIGHTS_DIR / "grounding"
 
 
-def _require(path: Path, what: str) -> Path:
+def require_weights(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"The mini-world {what} is missing at {path}. Reinstall groundiff from a checkout that has "
@@ -39,7 +41,7 @@ def load_miniworld_pipeline(*, dtype: torch.dtype = torch.float32, device: str =
     """The shipped tiny StableDiffusionPipeline (64×64 images), safety checker off, progress bar off."""
     from diffusers import StableDiffusionPipeline
 
-    folder = _require(PIPELINE_DIR / "model_index.json", "pipeline").parent
+    folder = require_weights(PIPELINE_DIR / "model_index.json", "pipeline").parent
     pipe = StableDiffusionPipeline.from_pretrained(
         str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False
     )
@@ -51,10 +53,10 @@ def load_miniworld_clip(*, dtype: torch.dtype = torch.float32):  # noqa: ANN201
     """The shipped tiny `transformers.CLIPModel` (text tower shared with the pipeline), for CLIP-IQA."""
     from transformers import CLIPConfig, CLIPModel
 
-    _require(CLIP_DIR / "config.json", "CLIP")
+    require_weights(CLIP_DIR / "config.json", "CLIP")
     model = CLIPModel(CLIPConfig.from_pretrained(str(CLIP_DIR)))
     state = load_file(str(CLIP_DIR / "model.safetensors"))
-    text = load_file(str(_require(PIPELINE_DIR / "text_encoder" / "model.safetensors", "text encoder")))
+    text = load_file(str(require_weights(PIPELINE_DIR / "text_encoder" / "model.safetensors", "text encoder")))
     state.update({k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in text.items()})
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if unexpected or any(not k.endswith("position_ids") for k in missing):
@@ -66,4 +68,4 @@ def load_miniworld_clip(*, dtype: torch.dtype = torch.float32):  # noqa: ANN201
 
 def load_miniworld_labeler(**kwargs: int) -> MiniWorldLabeler:
     """The shipped `MiniWorldLabeler` (float32, CPU)."""
-    return MiniWorldLabeler.from_folder(_require(LABELER_DIR, "labeler"), **kwargs)
+    return MiniWorldLabeler.from_folder(require_weights(LABELER_DIR, "labeler"), **kwargs)

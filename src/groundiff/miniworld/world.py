@@ -77,6 +77,12 @@ def _labeler_accuracy(labeler: Any) -> float:
     return float(measure_labeler(labeler, count=200)["miou"])
 
 
+def _grounding_checkpoint() -> Path:
+    from groundiff.miniworld.weights import GROUNDING_DIR, require_weights
+
+    return require_weights(GROUNDING_DIR / "checkpoint.json", "grounding checkpoint").parent
+
+
 MINIWORLD = World(
     name=NAME,
     pipeline=_pipeline,
@@ -90,4 +96,5 @@ MINIWORLD = World(
     references=_references,
     truth_set=_truth_set,
     labeler_accuracy=_labeler_accuracy,
+    grounding_checkpoint=_grounding_checkpoint,
 )

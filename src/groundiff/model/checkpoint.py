@@ -14,7 +14,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +257,17 @@ def load_grounding_model(folder: Path, device: str = "cpu") -> tuple[GroundingMo
     model = build_grounding_model(config, meta.feature_shapes, meta.text_width)
     model.load_state_dict(load_weights(folder))
     return model.to(device).eval(), meta
+
+
+def export_checkpoint(source: Path, target: Path, *, dtype: torch.dtype = torch.float16) -> CheckpointMeta:
+    """Write the model of checkpoint `source` to `target` for shipping: weights in `dtype`, no training
+    state, and the run's folder paths cut to their last part (they named the trainer's machine).
+
+    The loaders read the weights back into float32 parameters.
+    """
+    model, meta = load_grounding_model(source)
+    paths = ("train", "val", "out")
+    train_config = {k: Path(v).name if k in paths and isinstance(v, str) else v for k, v in meta.train_config.items()}
+    shipped = replace(meta, train_config=train_config, sha256={})
+    save_checkpoint(target, model.to(dtype), shipped)
+    return load_checkpoint_meta(target)

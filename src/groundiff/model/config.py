@@ -72,3 +72,12 @@ class GroundingModelConfig:
                 f"Unknown GroundingModelConfig field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}."
             )
         return cls(**data)
+
+
+# Named overrides of the reference sizes. `slim` is the shipped mini-world checkpoint's decoder
+# (src/groundiff/configs/models/miniworld-grounding.yaml): a quarter of the width, a sixth of the
+# parameters, 4.9 MB in float16, about twice as fast to train on CPU.
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "reference": {},
+    "slim": {"width": 128, "ffn_width": 512, "heads": 4},
+}

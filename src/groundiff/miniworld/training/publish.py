@@ -34,12 +34,26 @@ def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float16).contiguous() for k, v in state.items()}
 
 
-def publish(config: common.TrainConfig, parts: Sequence[str], weights_dir: Path, compact_resume: Path) -> None:
-    """Write the shipped weights of `parts` (vae, clip, unet, labeler) from their run checkpoints, in fp16.
+def publish(
+    config: common.TrainConfig,
+    parts: Sequence[str],
+    weights_dir: Path,
+    compact_resume: Path,
+    grounding_checkpoint: Path | None = None,
+) -> None:
+    """Write the shipped weights of `parts` (vae, clip, unet, labeler, grounding) from their runs, in fp16.
 
     The pipeline folder is rewritten as a whole (components not published now are read back from it);
     the U-Net ships its EMA weights, and its raw weights go to the compact fp16 resume checkpoint `compact_resume`.
+    `grounding` ships the checkpoint folder `grounding_checkpoint` (the `best/` of a `groundiff train` run made
+    with src/groundiff/configs/models/miniworld-grounding.yaml).
     """
+    if "grounding" in parts:
+        if grounding_checkpoint is None:
+            raise ValueError("Publishing grounding needs --grounding-checkpoint (a run's best/ folder).")
+        from groundiff.model.checkpoint import export_checkpoint
+
+        export_checkpoint(grounding_checkpoint, weights_dir / "grounding")
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
