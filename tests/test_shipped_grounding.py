@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,10 @@ def test_bad_requests_get_a_sentence(prompt, objects, message):
 
 
 def test_page_answers_a_prompt_with_masks_and_a_coco_file(grounder):
-    result = grounder.answer(PROMPT, "", 0, 20, 4.0)  # objects parsed from the prompt
-    assert result.ok, result.message
+    steps: list[tuple[int, int]] = []
+    result = grounder.answer(PROMPT, "", 0, 20, 4.0, on_step=lambda done, total: steps.append((done, total)))
+    assert result.ok, result.message  # objects parsed from the prompt
+    assert steps == [(i, 20) for i in range(1, 21)]  # what the page's progress bar shows
     assert result.message.startswith("**Grounded** 2 objects")
     assert [caption for _, caption in result.masks] == ["yellow triangle", "green cross"]
     coco = json.loads(Path(next(f for f in result.files if f.endswith("coco.json"))).read_text())
@@ -139,3 +142,9 @@ def test_shipped_checkpoint_follows_its_recipe():
     assert {k: meta.train_config[k] for k in ("epochs", "batch_size", "lr", "seed", "threads")} == {
         k: recipe[k] for k in ("epochs", "batch_size", "lr", "seed", "threads")
     }
+
+
+def test_serve_without_gradio_says_how_to_install_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now raises ImportError
+    assert main(["serve", "--port", "0"]) == 2
+    assert 'groundiff serve needs Gradio: pip install "groundiff[web]"' in capsys.readouterr().err

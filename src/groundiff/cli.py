@@ -328,7 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = _AFTER_STOP.get(args.command, "run the same command again to finish")
         print(f"groundiff {args.command}: stopped by {signum.name}; {kept}.", file=sys.stderr)
         return 128 + signum
-    except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
+    except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as error:
         if args.verbose:
             raise  # the full traceback, for bug reports
         print(f"groundiff {args.command}: error: {error}", file=sys.stderr)

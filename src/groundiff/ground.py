@@ -7,7 +7,7 @@ trained on (stored in its checkpoint), so the model sees the features it learned
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -178,6 +178,7 @@ def ground(
     seed: int = 0,
     steps: int | None = None,
     guidance_scale: float | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> GroundingResult:
     """Generate `prompt` with `pipe` and segment each object with the grounding `model`.
 
@@ -186,6 +187,7 @@ def ground(
         model, meta: from `groundiff.model.checkpoint.load_grounding_model`.
         objects: names to segment; default: parsed from the prompt with the generation template.
         steps, guidance_scale: sampler settings; default: the training set's (see `capture_for`).
+        on_step: called with (steps done, steps) after each denoising step, e.g. for a progress bar.
     Raises:
         ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
@@ -198,6 +200,14 @@ def ground(
     names = list(objects) if objects else objects_from_prompt(prompt, meta.set_config["template"])
     mask_files(names)  # before the (slow) generation
     capture, settings = capture_for(meta, steps=steps, guidance_scale=guidance_scale)
+    if on_step is not None:
+        total = settings.num_inference_steps
+
+        def step_end(pipe: Any, step: int, timestep: Any, values: dict[str, Any]) -> dict[str, Any]:
+            on_step(step + 1, total)
+            return values
+
+        settings.extra["callback_on_step_end"] = step_end
     # Captured step k of this run stands in for trained step k (they differ when `steps` is changed).
     step_names = dict(zip(capture.resolve_steps(settings.num_inference_steps), trained_steps(meta), strict=True))
     with torch.no_grad():

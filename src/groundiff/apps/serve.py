@@ -12,6 +12,7 @@ import logging
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -133,21 +134,38 @@ class Grounder:
         except ValueError:
             return ""
 
-    def answer(self, prompt: str, objects_text: str, seed: float, steps: float, guidance: float) -> PageResult:
-        """Ground one request; every refusal and failure becomes the page's message."""
+    def answer(
+        self,
+        prompt: str,
+        objects_text: str,
+        seed: float,
+        steps: float,
+        guidance: float,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> PageResult:
+        """Ground one request; every refusal and failure becomes the page's message. `on_step` sees
+        (denoising steps done, steps) while the image is drawn."""
         try:
             objects = parse_objects(objects_text) or parse_objects(self.objects_of(prompt))
             check_request(prompt, objects, max_objects=self.max_objects)
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise RequestError(f"Steps must be between 1 and {MAX_STEPS}, got {steps}.")
-            return self._ground(prompt.strip(), objects, int(seed), int(steps), float(guidance))
+            return self._ground(prompt.strip(), objects, int(seed), int(steps), float(guidance), on_step)
         except RequestError as error:
             return PageResult(message=f"**Cannot ground this.** {error}")
         except Exception as error:  # the page must answer; the log keeps the traceback
             log.exception("request failed")
             return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
 
-    def _ground(self, prompt: str, objects: list[str], seed: int, steps: int, guidance: float) -> PageResult:
+    def _ground(
+        self,
+        prompt: str,
+        objects: list[str],
+        seed: int,
+        steps: int,
+        guidance: float,
+        on_step: Callable[[int, int], None] | None,
+    ) -> PageResult:
         import json
 
         from groundiff.data.coco import coco_document
@@ -155,7 +173,15 @@ class Grounder:
 
         start = time.perf_counter()
         result = ground(
-            self.pipe, self.model, self.meta, prompt, objects=objects, seed=seed, steps=steps, guidance_scale=guidance
+            self.pipe,
+            self.model,
+            self.meta,
+            prompt,
+            objects=objects,
+            seed=seed,
+            steps=steps,
+            guidance_scale=guidance,
+            on_step=on_step,
         )
         self.requests += 1
         folder = self.out / f"request-{self.requests:05d}"
@@ -192,12 +218,18 @@ def _enlarged(path: Path) -> Path:
     return target
 
 
-def build_page(grounder: Grounder) -> Any:
-    """The Gradio Blocks of the page (not launched)."""
+def import_gradio() -> Any:
+    """Gradio, or an ImportError that says how to install it (it is an optional extra)."""
     try:
-        import gradio as gr
+        import gradio
     except ImportError:
         raise ImportError(INSTALL_HINT) from None
+    return gradio
+
+
+def build_page(grounder: Grounder) -> Any:
+    """The Gradio Blocks of the page (not launched)."""
+    gr = import_gradio()
 
     defaults = grounder.defaults
     with gr.Blocks(title="groundiff") as page:
@@ -227,8 +259,18 @@ def build_page(grounder: Grounder) -> Any:
                 masks = gr.Gallery(label="Masks", columns=4, object_fit="contain", elem_id="masks")
                 files = gr.File(label="Downloads: masks, overlay, COCO JSON", file_count="multiple", elem_id="files")
 
-        def on_run(prompt_text: str, objects_text: str, seed_value: float, steps_value: float, scale: float) -> tuple:
-            result = grounder.answer(prompt_text, objects_text, seed_value or 0, steps_value, scale)
+        def on_run(
+            prompt_text: str,
+            objects_text: str,
+            seed_value: float,
+            steps_value: float,
+            scale: float,
+            progress: Any = gr.Progress(),  # noqa: B008 (Gradio's way to ask for a progress bar)
+        ) -> tuple:
+            def drawn(done: int, total: int) -> None:
+                progress(done / total, desc=f"drawing: step {done} of {total}")
+
+            result = grounder.answer(prompt_text, objects_text, seed_value or 0, steps_value, scale, drawn)
             return result.message, result.image, result.overlay, result.masks, result.files
 
         prompt.change(grounder.objects_of, inputs=prompt, outputs=objects)
@@ -243,6 +285,7 @@ def build_page(grounder: Grounder) -> Any:
 
 def serve(config: ServeConfig, *, block: bool = True, grounder: Grounder | None = None) -> tuple[Any, str]:
     """Load the model and launch the page; returns (the Blocks, its local URL). `block=False` returns at once."""
+    import_gradio()  # before the (slow) model loads
     page = build_page(grounder or Grounder.load(config))
     page.queue()
     _, url, _ = page.launch(
