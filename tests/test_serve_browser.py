@@ -91,3 +91,26 @@ def test_prompt_to_masks_in_a_browser(browser, page_url, tmp_path):
     browser.find_element(By.CSS_SELECTOR, "#run").click()
     WebDriverWait(browser, 30).until(lambda d: "not in the prompt" in text_of("status"))
     assert "Traceback" not in browser.page_source
+
+
+def test_an_uploaded_image_is_grounded_in_the_second_tab(browser, page_url, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from groundiff.miniworld.renderer import render_scene
+
+    picture = tmp_path / "render.png"
+    Image.fromarray(render_scene(["green cross", "yellow triangle"], 3).image).save(picture)
+    browser.get(page_url)
+    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.XPATH, "//button[@role='tab']"))
+    next(tab for tab in browser.find_elements(By.XPATH, "//button[@role='tab']") if "image" in tab.text).click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#upload input[type=file]").send_keys(str(picture))
+    objects = browser.find_element(By.CSS_SELECTOR, "#upload-objects textarea")
+    objects.send_keys("green cross, yellow triangle")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload img"))
+    browser.find_element(By.CSS_SELECTOR, "#run-upload").click()
+    WebDriverWait(browser, 120).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#upload-masks img")) == 2)
+    status = browser.find_element(By.CSS_SELECTOR, "#upload-status").text
+    assert status.startswith("Grounded 2 objects") and "noise of step -1" in status

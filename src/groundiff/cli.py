@@ -151,7 +151,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ground(args: argparse.Namespace) -> int:
-    """generate an image and a mask for every object of the prompt"""
+    """generate an image and a mask for every object of the prompt, or ground an existing image (--image)"""
     from groundiff.ground import GroundConfig, ground_and_write
 
     config = build_config(GroundConfig, args.config, args)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from groundiff.config import REQUIRED, option
+from groundiff.config import option
 from groundiff.text import PROMPT_TEMPLATES, PromptTemplate
 
 # torch and the modules that load it are imported where they are used, so that the CLI reads
@@ -29,11 +29,20 @@ if TYPE_CHECKING:
 _UNSAFE_CHARACTER = re.compile(r"[^\w.-]")
 
 
+# With --image: the noise level added before the one U-Net pass, as a step of the training set's run.
+# Measured on the mini world's truth renders (docs/RESULTS.md, "Real images"): the last step is best.
+DEFAULT_NOISE_STEP = -1
+
+
 @dataclass
 class GroundConfig:
     """An image generated from a prompt with a mask for each of its objects (`groundiff ground`)."""
 
-    prompt: str = option(REQUIRED, "", positional=True)
+    prompt: str | None = option(None, "the prompt to draw (not with --image)", positional=True)
+    image: str | None = option(None, "ground this image file instead of drawing one (name the objects with --objects)")
+    noise_step: int = option(
+        DEFAULT_NOISE_STEP, "with --image: the denoising step whose noise is added before the U-Net pass (-1: last)"
+    )
     checkpoint: str | None = option(
         None, "a trained grounding checkpoint folder; default: the one shipped with the model's world (miniworld)"
     )
@@ -45,6 +54,14 @@ class GroundConfig:
     dtype: Literal["float32", "float16", "bfloat16"] = option("float32", "")
     device: str | None = option(None, "")
     out: str = option("grounded", "folder for image, masks and overlay")
+
+    def __post_init__(self) -> None:
+        if self.image is None and not self.prompt:
+            raise ValueError("Give a prompt to draw, or --image FILE with --objects to ground an existing image.")
+        if self.image is not None and self.prompt:
+            raise ValueError("Give a prompt or --image, not both; with --image, name the objects with --objects.")
+        if self.image is not None and not self.objects:
+            raise ValueError(f"Name the objects to find in {self.image!r} with --objects, e.g. --objects dog sofa.")
 
 
 @dataclass
@@ -192,10 +209,8 @@ def ground(
         ValueError: the objects cannot be parsed from the prompt, or their names are refused by `mask_files`.
     """
     import torch
-    import torch.nn.functional as F
 
     from groundiff.capture import generate_with_features
-    from groundiff.data.batching import ClassEmbedder
 
     names = list(objects) if objects else objects_from_prompt(prompt, meta.set_config["template"])
     mask_files(names)  # before the (slow) generation
@@ -212,19 +227,92 @@ def ground(
     step_names = dict(zip(capture.resolve_steps(settings.num_inference_steps), trained_steps(meta), strict=True))
     with torch.no_grad():
         output = generate_with_features(pipe, [prompt], [seed], settings=settings, capture=capture)
+    maps = {
+        f"step{step_names[step]}.{block}": t
+        for step, blocks in output.features.maps.items()
+        for block, t in blocks.items()
+    }
+    return _predict(pipe, model, meta, prompt, output.images[0], maps, names)
+
+
+def ground_image(
+    pipe: Any,
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
+    image: np.ndarray,
+    objects: Sequence[str],
+    *,
+    noise_step: int = -1,
+    seed: int = 0,
+) -> GroundingResult:
+    """Segment `objects` in a given image (a photograph, a render) that the pipeline did not draw.
+
+    The image is resized to the pipeline's resolution, encoded with its VAE, noised to the timestep of
+    denoising step `noise_step` of the training set's run, and passed once through the U-Net with the
+    generation prompt naming `objects` (see `capture.images.features_of_images`); the masks come back
+    at the image's own size.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        noise_step: the denoising step whose noise level is added (-1: the last, the least noise).
+        seed: seed of the added noise.
+    Raises:
+        ValueError: no objects, a name refused by `mask_files`, or an image that is not (H, W, 3) uint8.
+    """
+    import torch
+    from PIL import Image
+
+    from groundiff.capture.images import features_of_images
+
+    if not objects:
+        raise ValueError("Name the objects to find in the image, e.g. --objects dog sofa.")
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"The image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}.")
+    names = list(objects)
+    mask_files(names)
+    capture, settings = capture_for(meta)
+    side = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    height, width = settings.height or side, settings.width or side
+    resized = np.array(Image.fromarray(image).convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
+    prompt = PromptTemplate(meta.set_config["template"]).format(names)[0]
+    with torch.no_grad():
+        output = features_of_images(
+            pipe,
+            resized[None],
+            [prompt],
+            [seed],
+            num_inference_steps=settings.num_inference_steps,
+            noise_step=noise_step,
+            capture=capture,
+        )
+    maps = {name: t[None] for name, t in output.features.flat(0).items()}  # (1, C, h, w)
+    return _predict(pipe, model, meta, prompt, image, maps, names)
+
+
+def _predict(
+    pipe: Any,
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
+    prompt: str,
+    image: np.ndarray,
+    maps: dict[str, torch.Tensor],
+    names: list[str],
+) -> GroundingResult:
+    """Masks of `names` from one image's captured maps (`step{S}.{block}` → (1, C, h, w)), at the image's size."""
+    import torch
+    import torch.nn.functional as F
+
+    from groundiff.data.batching import ClassEmbedder
+
+    with torch.no_grad():
         device = next(model.parameters()).device
-        features = {
-            f"step{step_names[step]}.{block}": t[:1].float().to(device)  # (1, C, h, w)
-            for step, blocks in output.features.maps.items()
-            for block, t in blocks.items()
-        }
+        features = {name: t[:1].float().to(device) for name, t in maps.items()}
         embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
         logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
-        size = output.images.shape[1:3]
-        probabilities = F.interpolate(logits.sigmoid().float(), size=size, mode="bilinear")[0].cpu().numpy()
+        probabilities = F.interpolate(logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0].cpu().numpy()
     return GroundingResult(
         prompt=prompt,
-        image=output.images[0],
+        image=image,
         masks={name: probabilities[i] > 0.5 for i, name in enumerate(names)},
         probabilities={name: probabilities[i] for i, name in enumerate(names)},
     )
@@ -261,10 +349,32 @@ def ground_and_write(config: GroundConfig) -> tuple[GroundingResult, list[Path]]
     from groundiff.model.checkpoint import load_grounding_model
     from groundiff.sd.pipelines import load_pipeline
 
+    image = read_image(Path(config.image)) if config.image is not None else None
     checkpoint, model_name = resolve_checkpoint(config.checkpoint, config.model)
     model, meta = load_grounding_model(checkpoint)
-    objects = list(config.objects or objects_from_prompt(config.prompt, meta.set_config["template"]))
+    objects = list(config.objects or objects_from_prompt(config.prompt or "", meta.set_config["template"]))
     grounding_paths(Path(config.out), objects)
     pipe = load_pipeline(model_name or meta.text_model, dtype=config.dtype, device=config.device)
-    result = ground(pipe, model.to(pipe.device), meta, config.prompt, objects=objects, seed=config.seed)
+    model = model.to(pipe.device)
+    if image is not None:
+        result = ground_image(pipe, model, meta, image, objects, noise_step=config.noise_step, seed=config.seed)
+    else:
+        result = ground(pipe, model, meta, config.prompt or "", objects=objects, seed=config.seed)
     return result, write_grounding(result, Path(config.out))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an image PIL can read.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"--image {str(path)!r} does not exist; pass a PNG or JPEG file.")
+    try:
+        with Image.open(path) as picture:
+            return np.array(picture.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"--image {str(path)!r} is not an image PIL can read ({error}).") from None

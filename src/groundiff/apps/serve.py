@@ -3,7 +3,8 @@
 The page (Gradio, the `web` extra) has a prompt box whose objects are parsed into an editable list,
 seed, steps and guidance; it shows the image, an overlay with a legend, each object's mask, and
 offers the mask PNGs, the overlay and a COCO JSON for download. Bad input gets a sentence on the
-page, never a stack trace. By default it serves the mini world with its shipped checkpoint.
+page, never a stack trace. By default it serves the mini world with its shipped checkpoint. A
+second tab grounds an uploaded image (`groundiff.ground.ground_image`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from groundiff.config import option
+from groundiff.ground import DEFAULT_NOISE_STEP
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +159,32 @@ class Grounder:
             log.exception("request failed")
             return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
 
+    def answer_image(self, image: Any, objects_text: str, seed: float, noise_step: float) -> PageResult:
+        """Ground an uploaded image ((H, W, 3) uint8); every refusal and failure becomes the page's message."""
+        from groundiff.ground import ground_image
+
+        try:
+            if image is None:
+                raise RequestError("Upload an image first (PNG or JPEG).")
+            objects = parse_objects(objects_text)
+            if not objects:
+                raise RequestError("Name the objects to find in the image, separated by commas.")
+            if len(objects) > self.max_objects:
+                raise RequestError(
+                    f"{len(objects)} objects asked for; this page grounds at most {self.max_objects} per image."
+                )
+            start = time.perf_counter()
+            result = ground_image(
+                self.pipe, self.model, self.meta, image, objects, noise_step=int(noise_step), seed=int(seed)
+            )
+            detail = f"noise of step {int(noise_step)} of a {self.defaults['steps']}-step run, seed {int(seed)}"
+            return self._page(result, objects, start, detail)
+        except (RequestError, ValueError) as error:
+            return PageResult(message=f"**Cannot ground this.** {error}")
+        except Exception as error:  # the page must answer; the log keeps the traceback
+            log.exception("request failed")
+            return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
+
     def _ground(
         self,
         prompt: str,
@@ -166,10 +194,7 @@ class Grounder:
         guidance: float,
         on_step: Callable[[int, int], None] | None,
     ) -> PageResult:
-        import json
-
-        from groundiff.data.coco import coco_document
-        from groundiff.ground import ground, write_grounding
+        from groundiff.ground import ground
 
         start = time.perf_counter()
         result = ground(
@@ -183,6 +208,15 @@ class Grounder:
             guidance_scale=guidance,
             on_step=on_step,
         )
+        return self._page(result, objects, start, f"seed {seed}, {steps} steps, guidance {guidance:g}")
+
+    def _page(self, result: Any, objects: list[str], start: float, detail: str) -> PageResult:
+        """Write a result's files (image, masks, overlay, COCO JSON) and say what was done."""
+        import json
+
+        from groundiff.data.coco import coco_document
+        from groundiff.ground import write_grounding
+
         self.requests += 1
         folder = self.out / f"request-{self.requests:05d}"
         paths = write_grounding(result, folder)
@@ -193,7 +227,7 @@ class Grounder:
         note = f" No pixel passed 0.5 for {', '.join(empty)}." if empty else ""
         return PageResult(
             message=f"**Grounded** {len(objects)} object{'s' if len(objects) > 1 else ''} in "
-            f"{time.perf_counter() - start:.1f} s (seed {seed}, {steps} steps, guidance {guidance:g}).{note}",
+            f"{time.perf_counter() - start:.1f} s ({detail}).{note}",
             image=_enlarged(paths[0]).as_posix(),
             overlay=paths[-1].as_posix(),
             masks=masks,
@@ -227,6 +261,16 @@ def import_gradio() -> Any:
     return gradio
 
 
+def _results_panel(gr: Any, prefix: str) -> tuple[Any, ...]:
+    """Image, overlay, masks and downloads, with element ids `<prefix>image` etc. (the browser test finds them)."""
+    with gr.Row():
+        image = gr.Image(label="Image", type="filepath", height=320, elem_id=f"{prefix}image")
+        overlay = gr.Image(label="Overlay", type="filepath", height=320, elem_id=f"{prefix}overlay")
+    masks = gr.Gallery(label="Masks", columns=4, object_fit="contain", elem_id=f"{prefix}masks")
+    files = gr.File(label="Downloads: masks, overlay, COCO JSON", file_count="multiple", elem_id=f"{prefix}files")
+    return image, overlay, masks, files
+
+
 def build_page(grounder: Grounder) -> Any:
     """The Gradio Blocks of the page (not launched)."""
     gr = import_gradio()
@@ -236,7 +280,7 @@ def build_page(grounder: Grounder) -> Any:
         gr.Markdown(
             "# groundiff\nA mask for every object the prompt names, read from the diffusion model's own features."
         )
-        with gr.Row():
+        with gr.Tab("Draw and ground"), gr.Row():
             with gr.Column(scale=1):
                 prompt = gr.Textbox(label="Prompt", value=EXAMPLE_PROMPT, elem_id="prompt")
                 objects = gr.Textbox(
@@ -253,11 +297,25 @@ def build_page(grounder: Grounder) -> Any:
                 run = gr.Button("Draw and ground", variant="primary", elem_id="run")
                 status = gr.Markdown(elem_id="status")
             with gr.Column(scale=2):
+                drawn_outputs = _results_panel(gr, "")
+        with gr.Tab("Ground an image"), gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.Image(label="Image (PNG or JPEG)", type="numpy", elem_id="upload")
+                upload_objects = gr.Textbox(label="Objects (comma-separated)", elem_id="upload-objects")
                 with gr.Row():
-                    image = gr.Image(label="Image", type="filepath", height=320, elem_id="image")
-                    overlay = gr.Image(label="Overlay", type="filepath", height=320, elem_id="overlay")
-                masks = gr.Gallery(label="Masks", columns=4, object_fit="contain", elem_id="masks")
-                files = gr.File(label="Downloads: masks, overlay, COCO JSON", file_count="multiple", elem_id="files")
+                    upload_seed = gr.Number(label="Noise seed", value=0, precision=0, minimum=0)
+                    noise_step = gr.Slider(
+                        -defaults["steps"],
+                        -1,
+                        value=DEFAULT_NOISE_STEP,
+                        step=1,
+                        label="Noise of denoising step (-1: the last, least noise)",
+                        elem_id="noise-step",
+                    )
+                run_upload = gr.Button("Ground", variant="primary", elem_id="run-upload")
+                upload_status = gr.Markdown(elem_id="upload-status")
+            with gr.Column(scale=2):
+                upload_outputs = _results_panel(gr, "upload-")
 
         def on_run(
             prompt_text: str,
@@ -273,12 +331,25 @@ def build_page(grounder: Grounder) -> Any:
             result = grounder.answer(prompt_text, objects_text, seed_value or 0, steps_value, scale, drawn)
             return result.message, result.image, result.overlay, result.masks, result.files
 
+        def on_upload(image: Any, objects_text: str, seed_value: float, step: float) -> tuple:
+            result = grounder.answer_image(image, objects_text, seed_value or 0, step)
+            return result.message, result.image, result.overlay, result.masks, result.files
+
         prompt.change(grounder.objects_of, inputs=prompt, outputs=objects)
+        # One model, one request at a time; the others queue.
         run.click(
             on_run,
             inputs=[prompt, objects, seed, steps, guidance],
-            outputs=[status, image, overlay, masks, files],
-            concurrency_limit=1,  # one model, one request at a time; the others queue
+            outputs=[status, *drawn_outputs],
+            concurrency_limit=1,
+            concurrency_id="model",
+        )
+        run_upload.click(
+            on_upload,
+            inputs=[upload, upload_objects, upload_seed, noise_step],
+            outputs=[upload_status, *upload_outputs],
+            concurrency_limit=1,
+            concurrency_id="model",
         )
     return page
 
