@@ -32,12 +32,26 @@ for evaluation in sorted(out_dir.glob("runs/*/evaluation.json")):
         "val_miou": round(data["val_miou"], 2),
         "epochs": len((folder / "history.csv").read_text().splitlines()) - 1,
     }
-# The improved seed-0 run was resumed at epoch 6 in a later session: its process's CPU time covers epochs 7-10.
-if "improved-seed0" in runs:
-    runs["improved-seed0"]["train_cpu_seconds_covers_epochs"] = "7-10 (resumed after epoch 6)"
-    per_epoch = runs["improved-seed0"]["train_cpu_seconds"] / 4
-    runs["improved-seed0"]["train_cpu_seconds_10_epochs_estimate"] = round(10 * per_epoch, 0)
+# Runs resumed in a later session (epochs done before the resume): their process's CPU time covers
+# only the epochs after it, so the 10-epoch cost is estimated from the per-epoch figure.
+RESUMED_AFTER_EPOCH = {"improved-seed0": 6, "improved-seed1": 4}
+for name, done in RESUMED_AFTER_EPOCH.items():
+    if name in runs:
+        covered = runs[name]["epochs"] - done
+        runs[name]["train_cpu_seconds_covers_epochs"] = (
+            f"{done + 1}-{runs[name]['epochs']} (resumed after epoch {done})"
+        )
+        per_epoch = runs[name]["train_cpu_seconds"] / covered
+        runs[name]["train_cpu_seconds_10_epochs_estimate"] = round(10 * per_epoch, 0)
 report["runs"] = runs
+# Runs still training (no evaluation yet): how far they got.
+report["runs_part_trained"] = {
+    folder.name.replace("table2-", "").replace("-frac0.25", ""): {
+        "epochs_done": len((folder / "history.csv").read_text().splitlines()) - 1
+    }
+    for folder in sorted(out_dir.glob("runs/*"))
+    if (folder / "history.csv").exists() and not (folder / "evaluation.json").exists()
+}
 report["train_cpu_hours_total"] = round(
     sum(r.get("train_cpu_seconds_10_epochs_estimate", r["train_cpu_seconds"]) for r in runs.values()) / 3600, 2
 )
