@@ -12,6 +12,7 @@ from groundiff.text import (
     class_embeddings,
     class_token_positions,
     end_of_text_embeddings,
+    subtract_other_classes,
     template_class_embeddings,
 )
 
@@ -121,3 +122,27 @@ def test_bad_templates_are_refused():
             PromptTemplate(text)
     with pytest.raises(ValueError, match="No classes"):
         PromptTemplate.named("x_and_y").format([])
+
+
+def test_subtracting_the_other_classes_by_hand():
+    embeddings = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # Row 0 loses the mean of rows 1 and 2, (0.5, 1); row 2 loses the mean of rows 0 and 1, (0.5, 0.5).
+    expected = torch.tensor([[0.5, -1.0], [-1.0, 0.5], [0.5, 0.5]])
+    torch.testing.assert_close(subtract_other_classes(embeddings), expected)
+    torch.testing.assert_close(subtract_other_classes(embeddings[:1]), embeddings[:1])  # one class: unchanged
+
+
+def test_the_embedder_subtracts_only_when_asked(tokenizer):
+    from groundiff.data.batching import ClassEmbedder
+
+    encoder = testing.tiny_components("sd1")["text_encoder"]
+    plain = ClassEmbedder(encoder, tokenizer, "x_and_y")(["dog", "sofa"])
+    subtracted = ClassEmbedder(encoder, tokenizer, "x_and_y", subtract_others=True)(["dog", "sofa"])
+    torch.testing.assert_close(subtracted, torch.stack([plain[0] - plain[1], plain[1] - plain[0]]))
+
+
+def test_checkpoints_without_the_switch_load_as_not_subtracting():
+    from groundiff.model.checkpoint import CheckpointMeta
+
+    fields = dict(model_config={}, feature_shapes={}, text_width=8, text_model="m", set_config={}, template="x_and_y")
+    assert CheckpointMeta.from_json({**fields, "end_of_text": False}, "old.json").subtract_others is False

@@ -18,7 +18,7 @@ from groundiff.data import GroundingDataset
 from groundiff.evaluation.evaluate import evaluate_checkpoint, evaluate_dataset
 from groundiff.evaluation.reference_scores import attention_scores
 from groundiff.ground import objects_from_prompt
-from groundiff.model.checkpoint import load_grounding_model
+from groundiff.model.checkpoint import load_checkpoint_meta, load_grounding_model
 from groundiff.training import loop as train_module
 from groundiff.training.config import TrainConfig
 from groundiff.training.loop import resume, train
@@ -110,9 +110,13 @@ def test_every_ablation_is_a_config_value(sets, tmp_path):
         "baseline": dict(template="photo_x", end_of_text=True, loss="bce", dropout=0.0),
         "dice": dict(loss="dice"),
         "template": dict(template="photo_x_and_y"),
+        "subtract": dict(subtract_others=True),
     }.items():
         report = train(run_config(sets, tmp_path / name, epochs=1, **overrides))
         assert np.isfinite(report.history[0]["train_loss"]), name
+    # The switch travels with the checkpoint, so evaluation and `ground` embed classes as training did.
+    assert load_checkpoint_meta(tmp_path / "subtract" / "best").subtract_others is True
+    assert load_checkpoint_meta(tmp_path / "dice" / "best").subtract_others is False
     with pytest.raises(ValueError, match="Unknown loss 'focal'"):
         run_config(sets, tmp_path, loss="focal")
 

@@ -307,7 +307,13 @@ def _predict(
     with torch.no_grad():
         device = next(model.parameters()).device
         features = {name: t[:1].float().to(device) for name, t in maps.items()}
-        embedder = ClassEmbedder(pipe.text_encoder, pipe.tokenizer, meta.template, end_of_text=meta.end_of_text)
+        embedder = ClassEmbedder(
+            pipe.text_encoder,
+            pipe.tokenizer,
+            meta.template,
+            end_of_text=meta.end_of_text,
+            subtract_others=meta.subtract_others,
+        )
         logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
         probabilities = F.interpolate(logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0].cpu().numpy()
     return GroundingResult(

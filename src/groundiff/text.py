@@ -158,6 +158,23 @@ def end_of_text_embeddings(text_encoder: Any, tokenizer: Any, prompts: Sequence[
     return hidden[torch.arange(len(prompts)), torch.tensor(eot)]  # (P, D)
 
 
+def subtract_other_classes(embeddings: torch.Tensor) -> torch.Tensor:
+    """Each class embedding minus the mean of the other classes' (the paper's proposed fix for the
+    overlapping masks of CLIP's bag of words: "red ring" also carries "blue disc"'s words). One
+    class is returned unchanged.
+
+    Args:
+        embeddings: (N, D) class embeddings of one image.
+    Returns:
+        (N, D): row i is e_i - mean_{j != i} e_j.
+    """
+    count = embeddings.shape[0]
+    if count < 2:
+        return embeddings
+    others = (embeddings.sum(dim=0, keepdim=True) - embeddings) / (count - 1)
+    return embeddings - others
+
+
 def template_class_embeddings(
     text_encoder: Any,
     tokenizer: Any,

@@ -165,7 +165,18 @@ def _effective_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 # The TrainConfig fields that change what a run learns (not where it reads or writes).
-TRAINING_FIELDS = ("epochs", "lr", "beta1", "beta2", "loss", "template", "end_of_text", "dropout", "max_train_samples")
+TRAINING_FIELDS = (
+    "epochs",
+    "lr",
+    "beta1",
+    "beta2",
+    "loss",
+    "template",
+    "end_of_text",
+    "subtract_others",
+    "dropout",
+    "max_train_samples",
+)
 
 
 def run_results(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from groundiff.data.records import SampleRecord
-from groundiff.text import PromptTemplate, template_class_embeddings
+from groundiff.text import PromptTemplate, subtract_other_classes, template_class_embeddings
 
 
 class ClassEmbedder:
@@ -24,11 +24,20 @@ class ClassEmbedder:
     the prompt, so results are cached per ordered tuple of classes; the encoder runs once per tuple.
     """
 
-    def __init__(self, text_encoder: Any, tokenizer: Any, template: str, *, end_of_text: bool = False) -> None:
+    def __init__(
+        self,
+        text_encoder: Any,
+        tokenizer: Any,
+        template: str,
+        *,
+        end_of_text: bool = False,
+        subtract_others: bool = False,
+    ) -> None:
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.template = PromptTemplate.named(template)
         self.end_of_text = end_of_text
+        self.subtract_others = subtract_others
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     @property
@@ -42,6 +51,8 @@ class ClassEmbedder:
             embeddings = template_class_embeddings(
                 self.text_encoder, self.tokenizer, self.template, key, end_of_text=self.end_of_text
             )
+            if self.subtract_others:
+                embeddings = subtract_other_classes(embeddings)
             self._cache[key] = embeddings.float().cpu()
         return self._cache[key]
 

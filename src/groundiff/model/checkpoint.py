@@ -49,7 +49,7 @@ class CheckpointMeta:
         text_width: width of the frozen text encoder's token embeddings.
         text_model: the diffusion model of the training set (its text encoder is the model's).
         set_config: the training set's GenerateConfig (prompt template, capture and sampler settings).
-        template, end_of_text: how class names are embedded (see `groundiff.text`).
+        template, end_of_text, subtract_others: how class names are embedded (see `groundiff.text`).
         train_config: the TrainConfig fields; threads: torch CPU threads of the run.
         epoch: epochs done; val: validation result of that epoch; sha256: checksum of each weights file.
     """
@@ -62,6 +62,7 @@ class CheckpointMeta:
     template: str
     end_of_text: bool
     train_config: dict[str, Any] = field(default_factory=dict)
+    subtract_others: bool = False
     threads: int | None = None
     epoch: int = 0
     val: dict[str, Any] = field(default_factory=dict)

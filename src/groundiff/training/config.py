@@ -26,6 +26,8 @@ class TrainConfig:
         train, val, out: set folders and the run folder.
         template: grounding prompt template by name or text (`x_and_y`, `photo_x_and_y`, `photo_x`, `x`).
         end_of_text: use each prompt's end-of-text vector (the Li et al. baseline with `photo_x`).
+        subtract_others: feed each class embedding minus the mean of the image's other classes'
+            (`text.subtract_other_classes`); recorded in the checkpoint, so inference does the same.
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -42,6 +44,9 @@ class TrainConfig:
     loss: str = option("bce+logcosh-dice", "bce, dice, dice+bce or bce+logcosh-dice")
     template: str = option("x_and_y", "grounding prompt: x_and_y, photo_x_and_y, photo_x, x or text with {x}")
     end_of_text: bool = option(False, "use each prompt's end-of-text vector (Li et al. baseline, with photo_x)")
+    subtract_others: bool = option(
+        False, "subtract the mean of the other classes' embeddings from each (against CLIP's bag of words)"
+    )
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = option(None, "use only the first N training samples")

@@ -190,7 +190,13 @@ class _Trainer:
                 f"{set_model_name(config.val)!r}: features of different U-Nets do not mix."
             )
         text_encoder, tokenizer = load_text_components(model_name)
-        self.embedder = ClassEmbedder(text_encoder, tokenizer, config.template, end_of_text=config.end_of_text)
+        self.embedder = ClassEmbedder(
+            text_encoder,
+            tokenizer,
+            config.template,
+            end_of_text=config.end_of_text,
+            subtract_others=config.subtract_others,
+        )
         # 2. The model, seeded.
         first = self.train_set[0]
         # Sorted names: the model concatenates maps in this order, and a checkpoint restores it from JSON.
@@ -232,6 +238,7 @@ class _Trainer:
             set_config=read_set_config(Path(self.config.train)),
             template=self.config.template,
             end_of_text=self.config.end_of_text,
+            subtract_others=self.config.subtract_others,
             train_config=dataclasses.asdict(self.config),
             threads=torch.get_num_threads(),
             epoch=epoch,
