@@ -193,4 +193,5 @@ def test_the_upload_tab_refuses_what_it_cannot_ground(grounder):
     image = np.zeros((64, 64, 3), np.uint8)
     assert "Name the objects" in grounder.answer_image(image, " , ", 0, -1).message
     assert "at most 4" in grounder.answer_image(image, "a, b, c, d, e", 0, -1).message
+    assert "listed twice" in grounder.answer_image(image, "a, A", 0, -1).message  # the drawing tab's check
     assert "Noise step -30 does not exist" in grounder.answer_image(image, "a", 0, -30).message

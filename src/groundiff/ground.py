@@ -242,7 +242,7 @@ def ground_image(
     image: np.ndarray,
     objects: Sequence[str],
     *,
-    noise_step: int = -1,
+    noise_step: int = DEFAULT_NOISE_STEP,
     seed: int = 0,
 ) -> GroundingResult:
     """Segment `objects` in a given image (a photograph, a render) that the pipeline did not draw.
@@ -273,7 +273,7 @@ def ground_image(
     capture, settings = capture_for(meta)
     side = pipe.unet.config.sample_size * pipe.vae_scale_factor
     height, width = settings.height or side, settings.width or side
-    resized = np.array(Image.fromarray(image).convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
+    resized = np.array(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
     prompt = PromptTemplate(meta.set_config["template"]).format(names)[0]
     with torch.no_grad():
         output = features_of_images(
@@ -307,13 +307,7 @@ def _predict(
     with torch.no_grad():
         device = next(model.parameters()).device
         features = {name: t[:1].float().to(device) for name, t in maps.items()}
-        embedder = ClassEmbedder(
-            pipe.text_encoder,
-            pipe.tokenizer,
-            meta.template,
-            end_of_text=meta.end_of_text,
-            subtract_others=meta.subtract_others,
-        )
+        embedder = ClassEmbedder.for_checkpoint(meta, pipe.text_encoder, pipe.tokenizer)
         logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
         probabilities = F.interpolate(logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0].cpu().numpy()
     return GroundingResult(

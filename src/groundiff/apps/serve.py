@@ -74,14 +74,12 @@ def parse_objects(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def check_request(prompt: str, objects: list[str], *, max_objects: int) -> None:
-    """Refuse what the model cannot answer, with a sentence that says what to change.
+def check_objects(objects: list[str], *, max_objects: int) -> None:
+    """Refuse an object list the page cannot answer (drawn or uploaded image alike).
 
     Raises:
-        RequestError: empty prompt, no or too many objects, an object twice, or an object the prompt does not name.
+        RequestError: no or too many objects, or an object twice.
     """
-    if not prompt.strip():
-        raise RequestError(f"Enter a prompt, e.g. “{EXAMPLE_PROMPT}”.")
     if not objects:
         raise RequestError("Name the objects to find, separated by commas (e.g. “yellow triangle, green cross”).")
     if len(objects) > max_objects:
@@ -93,6 +91,18 @@ def check_request(prompt: str, objects: list[str], *, max_objects: int) -> None:
         if name.lower() in seen:
             raise RequestError(f"“{name}” is listed twice; name each object once.")
         seen.add(name.lower())
+
+
+def check_request(prompt: str, objects: list[str], *, max_objects: int) -> None:
+    """Refuse what the model cannot answer, with a sentence that says what to change.
+
+    Raises:
+        RequestError: empty prompt, an object list `check_objects` refuses, or an object the prompt does not name.
+    """
+    if not prompt.strip():
+        raise RequestError(f"Enter a prompt, e.g. “{EXAMPLE_PROMPT}”.")
+    check_objects(objects, max_objects=max_objects)
+    for name in objects:
         if not re.search(rf"\b{re.escape(name.lower())}\b", prompt.lower()):
             raise RequestError(
                 f"“{name}” is not in the prompt. The model finds objects the prompt names: add it to the prompt "
@@ -147,43 +157,34 @@ class Grounder:
     ) -> PageResult:
         """Ground one request; every refusal and failure becomes the page's message. `on_step` sees
         (denoising steps done, steps) while the image is drawn."""
-        try:
-            objects = parse_objects(objects_text) or parse_objects(self.objects_of(prompt))
+        objects = parse_objects(objects_text) or parse_objects(self.objects_of(prompt))
+
+        def work() -> PageResult:
             check_request(prompt, objects, max_objects=self.max_objects)
             if not 1 <= int(steps) <= MAX_STEPS:
                 raise RequestError(f"Steps must be between 1 and {MAX_STEPS}, got {steps}.")
             return self._ground(prompt.strip(), objects, int(seed), int(steps), float(guidance), on_step)
-        except RequestError as error:
-            return PageResult(message=f"**Cannot ground this.** {error}")
-        except Exception as error:  # the page must answer; the log keeps the traceback
-            log.exception("request failed")
-            return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
+
+        return _answered(work)
 
     def answer_image(self, image: Any, objects_text: str, seed: float, noise_step: float) -> PageResult:
         """Ground an uploaded image ((H, W, 3) uint8); every refusal and failure becomes the page's message."""
         from groundiff.ground import ground_image
 
-        try:
+        objects = parse_objects(objects_text)
+
+        def work() -> PageResult:
             if image is None:
                 raise RequestError("Upload an image first (PNG or JPEG).")
-            objects = parse_objects(objects_text)
-            if not objects:
-                raise RequestError("Name the objects to find in the image, separated by commas.")
-            if len(objects) > self.max_objects:
-                raise RequestError(
-                    f"{len(objects)} objects asked for; this page grounds at most {self.max_objects} per image."
-                )
+            check_objects(objects, max_objects=self.max_objects)
             start = time.perf_counter()
             result = ground_image(
                 self.pipe, self.model, self.meta, image, objects, noise_step=int(noise_step), seed=int(seed)
             )
             detail = f"noise of step {int(noise_step)} of a {self.defaults['steps']}-step run, seed {int(seed)}"
             return self._page(result, objects, start, detail)
-        except (RequestError, ValueError) as error:
-            return PageResult(message=f"**Cannot ground this.** {error}")
-        except Exception as error:  # the page must answer; the log keeps the traceback
-            log.exception("request failed")
-            return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
+
+        return _answered(work)
 
     def _ground(
         self,
@@ -233,6 +234,17 @@ class Grounder:
             masks=masks,
             files=[p.as_posix() for p in [*paths[1:], coco]],
         )
+
+
+def _answered(work: Callable[[], PageResult]) -> PageResult:
+    """`work()`, with every refusal (bad input: ValueError) and failure turned into the page's message."""
+    try:
+        return work()
+    except ValueError as error:
+        return PageResult(message=f"**Cannot ground this.** {error}")
+    except Exception as error:  # the page must answer; the log keeps the traceback
+        log.exception("request failed")
+        return PageResult(message=f"**Grounding failed** ({type(error).__name__}: {error}).")
 
 
 DISPLAY_SIDE = 256

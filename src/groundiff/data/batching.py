@@ -40,6 +40,18 @@ class ClassEmbedder:
         self.subtract_others = subtract_others
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
+    @classmethod
+    def for_checkpoint(cls, meta: Any, text_encoder: Any, tokenizer: Any) -> ClassEmbedder:
+        """The embedder a checkpoint was trained with: `meta` is its `CheckpointMeta` (template, end-of-text,
+        subtraction), so evaluation and inference embed class names exactly as training did."""
+        return cls(
+            text_encoder,
+            tokenizer,
+            meta.template,
+            end_of_text=meta.end_of_text,
+            subtract_others=meta.subtract_others,
+        )
+
     @property
     def width(self) -> int:
         return int(self.text_encoder.config.hidden_size)

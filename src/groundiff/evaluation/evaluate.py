@@ -116,9 +116,7 @@ def evaluate_checkpoint(
 
     model, meta = load_grounding_model(checkpoint, device)
     text_encoder, tokenizer = load_text_components(meta.text_model)
-    embedder = ClassEmbedder(
-        text_encoder, tokenizer, meta.template, end_of_text=meta.end_of_text, subtract_others=meta.subtract_others
-    )
+    embedder = ClassEmbedder.for_checkpoint(meta, text_encoder, tokenizer)
     native_side = max(int(shape[-1]) for shape in meta.feature_shapes.values())
     world_rules = _world_rules(meta.text_model)
     thresholds = _attention_thresholds(val or []) if attention_baseline else {}
