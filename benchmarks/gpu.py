@@ -81,6 +81,21 @@ def seconds(fn: Callable[[], Any], device: str, repeats: int) -> float:
     return float(np.median(times))
 
 
+def alternating_seconds(
+    first: Callable[[], Any], second: Callable[[], Any], device: str, repeats: int
+) -> tuple[float, float]:
+    """Median wall times of two calls timed in turn (`first`, `second`, `first`, ...) after a warm-up of each."""
+    timed: tuple[list[float], list[float]] = ([], [])
+    for round_ in range(repeats + 1):
+        for fn, times in zip((first, second), timed, strict=True):
+            start = time.perf_counter()
+            fn()
+            synchronized(device)
+            if round_:
+                times.append(time.perf_counter() - start)
+    return float(np.median(timed[0])), float(np.median(timed[1]))
+
+
 def call(pipe: StableDiffusionPipeline, batch: int, steps: int, size: int, capture: bool) -> Callable[[], Any]:
     def run() -> Any:
         generators = [torch.Generator().manual_seed(i) for i in range(batch)]
@@ -90,7 +105,17 @@ def call(pipe: StableDiffusionPipeline, batch: int, steps: int, size: int, captu
     return run
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
+def speedup_rows(seconds_per_image: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per variant, with its time relative to the first (the default)."""
+    default = next(iter(seconds_per_image.values()))
+    return [
+        {"variant": name, "s_per_image": value, "relative_to_default": value / default}
+        for name, value in seconds_per_image.items()
+    ]
+
+
+def measure(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
+    """Runs every measurement; `save` gets the results so far after each, so a time-out loses only the last."""
     dtype = parse_dtype(args.dtype)
     pipe = full_size_pipeline(args.device, dtype)
     results: dict[str, Any] = {"environment": environment_report(), "args": vars(args)}
@@ -98,16 +123,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["device_name"] = torch.cuda.get_device_name(0)
         torch.cuda.reset_peak_memory_stats()
 
-    # 1. Capture overhead at batch 1, plain and captured calls alternating.
-    plain = seconds(call(pipe, 1, args.steps, args.size, capture=False), args.device, args.repeats)
-    captured = seconds(call(pipe, 1, args.steps, args.size, capture=True), args.device, args.repeats)
+    # 1. Capture overhead at batch 1, plain and captured calls alternating so clock drift hits both.
+    plain, captured = alternating_seconds(
+        call(pipe, 1, args.steps, args.size, capture=False),
+        call(pipe, 1, args.steps, args.size, capture=True),
+        args.device,
+        max(args.repeats, 3),
+    )
     results["capture_overhead"] = {"plain_s": plain, "capture_s": captured, "ratio": captured / plain}
+    save(results)
 
     # 2. Batched throughput with capture (the dataset-generation path).
     results["batched"] = []
     for batch in args.batch_sizes:
         elapsed = seconds(call(pipe, batch, args.steps, args.size, capture=True), args.device, args.repeats)
         results["batched"].append({"batch": batch, "images_per_s": batch / elapsed, "s_per_image": elapsed / batch})
+        save(results)
     if args.device.startswith("cuda"):
         results["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
 
@@ -120,9 +151,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         seconds(call(pipe, batch, args.steps, args.size, True), args.device, 1) / batch
     )
     pipe.unet.set_attn_processor(default_processors)
+    save(results | {"speedups": speedup_rows(variants)})
     pipe.unet.to(memory_format=torch.channels_last)
     variants["channels_last"] = seconds(call(pipe, batch, args.steps, args.size, True), args.device, 1) / batch
     pipe.unet.to(memory_format=torch.contiguous_format)
+    save(results | {"speedups": speedup_rows(variants)})
     if args.compile:
         # Blocks are compiled one by one: the capture hooks sit on block outputs, outside the graphs.
         for block in [*pipe.unet.down_blocks, pipe.unet.mid_block, *pipe.unet.up_blocks]:
@@ -130,7 +163,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         variants["torch.compile per block"] = (
             seconds(call(pipe, batch, args.steps, args.size, True), args.device, 1) / batch
         )
-    results["speedups_s_per_image"] = variants
+    results["speedups"] = speedup_rows(variants)
 
     # 4. The labeler: torchvision Mask R-CNN v2 (random weights) on batches of generated-size images.
     from groundiff.labeling.maskrcnn import MaskRCNNConfig, MaskRCNNLabeler, build_maskrcnn
@@ -158,11 +191,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--labeler-images", type=int, default=8)
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
-    results = measure(args)
+
+    def save(results: dict[str, Any]) -> None:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+
+    results = measure(args, save)
+    save(results)
     print(json.dumps({k: v for k, v in results.items() if k != "environment"}, indent=2, default=str))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     return results
 
 

@@ -8,8 +8,8 @@ set -euo pipefail
 out=${OUT:-/tmp/groundiff-gpu}
 mkdir -p "$out"
 if compgen -G "wheelhouse/*.whl" > /dev/null; then
-  pip install --no-index --no-deps -q wheelhouse/*.whl
+  python3 -m pip install --no-index --no-deps -q wheelhouse/*.whl
 fi
-pip install --no-deps --no-build-isolation -q -e .
-python -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))"
-timeout 480 python -m benchmarks.gpu --device cuda --dtype "${DTYPE:-float16}" --out "$out/gpu.json"
+python3 -m pip install --no-deps --no-build-isolation -q -e .
+python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name(0))"
+timeout 480 python3 -m benchmarks.gpu --device cuda --dtype "${DTYPE:-float16}" --out "$out/gpu.json"
