@@ -130,7 +130,7 @@ def storage_layouts() -> list[dict[str, Any]]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-sd1", help="tiny-sd1, tiny-sd2 or miniworld (CPU-sized)")
+    parser.add_argument("--model", default="tiny-sd1", help="tiny-sd1, tiny-sd2, tiny-sdxl or miniworld (CPU-sized)")
     parser.add_argument("--samples", type=int, default=24)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--json", default=None)

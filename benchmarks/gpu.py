@@ -1,12 +1,14 @@
-"""Full-size SD 1.5 generation on one accelerator: capture overhead, images/s, speed-ups, memory, labeler.
+"""Full-size SD 1.5 or SDXL generation on one accelerator: capture overhead, images/s, speed-ups, memory, labeler.
 
     python -m benchmarks.gpu --device cuda --out $OUT/gpu.json          # on a GPU (≤ 8 minutes)
+    python -m benchmarks.gpu --model sdxl --device cuda --no-compile --out $OUT/gpu_sdxl.json
+                                                # SDXL base: 1024², 30 steps, batches 1 and 4 (≤ 4 minutes)
     python -m benchmarks.gpu --device cpu --dtype float32 --steps 2 --size 128 --batch-sizes 1 \\
         --repeats 1 --no-compile --labeler-images 1                       # CPU smoke test
 
-Every component has the SD 1.5 architecture, built from config with random weights: throughput
-does not depend on weight values, so no download is needed. Each figure is measured side by side
-in one run; the JSON names the device and versions.
+Every component has the SD 1.5 (or SDXL base) architecture, built from config with random weights:
+throughput does not depend on weight values, so no download is needed. Each figure is measured side
+by side in one run; the JSON names the device and versions.
 """
 
 from __future__ import annotations
@@ -21,24 +23,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor
-from transformers import CLIPTextModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from groundiff.capture import capture_features
 from groundiff.environment import environment_report
-from groundiff.sd.architectures import clip_text_config, sd15_unet_config, sd_ddim_scheduler
+from groundiff.sd.architectures import clip_text_config, sd15_unet_config, sd_ddim_scheduler, sdxl_unet_config
 from groundiff.sd.dtypes import parse_dtype
 from groundiff.sd.tokenizer import load_clip_tokenizer
 
 PROMPT = "a photograph of a dog and a sofa"
+# Per model: the defaults of --steps, --size and --batch-sizes.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sd15": {"steps": 50, "size": 512, "batch_sizes": [1, 4, 8, 16]},
+    "sdxl": {"steps": 30, "size": 1024, "batch_sizes": [1, 4]},
+}
 
 
-def full_size_pipeline(device: str, dtype: torch.dtype) -> StableDiffusionPipeline:
-    """SD 1.5's U-Net, VAE and CLIP ViT-L/14 text encoder with random weights, built on `device`."""
+def full_size_pipeline(device: str, dtype: torch.dtype, model: str = "sd15") -> Any:
+    """SD 1.5's (or SDXL base's) U-Net, VAE and text encoders with random weights, built on `device`.
+
+    SD 1.5: CLIP ViT-L/14. SDXL: CLIP ViT-L/14 and OpenCLIP ViT-bigG/14 (with its projection, for
+    the pooled embedding), the same VAE layout.
+    """
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(**sd15_unet_config())
+        unet = UNet2DConditionModel(**(sdxl_unet_config() if model == "sdxl" else sd15_unet_config()))
         vae = AutoencoderKL(
             block_out_channels=(128, 256, 512, 512),
             down_block_types=("DownEncoderBlock2D",) * 4,
@@ -48,17 +59,16 @@ def full_size_pipeline(device: str, dtype: torch.dtype) -> StableDiffusionPipeli
             sample_size=512,
         )
         text_encoder = CLIPTextModel(clip_text_config(768, layers=12, heads=12))
-    scheduler = sd_ddim_scheduler()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=load_clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+        if model == "sdxl":
+            text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(1280, layers=32, heads=20))
+    shared = {"vae": vae, "text_encoder": text_encoder, "tokenizer": load_clip_tokenizer(), "unet": unet}
+    pipe: Any
+    if model == "sdxl":
+        second = {"text_encoder_2": text_encoder_2, "tokenizer_2": shared["tokenizer"]}
+        pipe = StableDiffusionXLPipeline(**shared, **second, scheduler=sd_ddim_scheduler(), add_watermarker=False)
+    else:
+        no_checker = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+        pipe = StableDiffusionPipeline(**shared, scheduler=sd_ddim_scheduler(), **no_checker)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device=device, dtype=dtype)
 
@@ -96,7 +106,7 @@ def alternating_seconds(
     return float(np.median(timed[0])), float(np.median(timed[1]))
 
 
-def call(pipe: StableDiffusionPipeline, batch: int, steps: int, size: int, capture: bool) -> Callable[[], Any]:
+def call(pipe: Any, batch: int, steps: int, size: int, capture: bool) -> Callable[[], Any]:
     def run() -> Any:
         generators = [torch.Generator().manual_seed(i) for i in range(batch)]
         with capture_features(pipe) if capture else nullcontext():
@@ -117,7 +127,7 @@ def speedup_rows(seconds_per_image: dict[str, float]) -> list[dict[str, Any]]:
 def measure(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
     """Runs every measurement; `save` gets the results so far after each, so a time-out loses only the last."""
     dtype = parse_dtype(args.dtype)
-    pipe = full_size_pipeline(args.device, dtype)
+    pipe = full_size_pipeline(args.device, dtype, args.model)
     results: dict[str, Any] = {"environment": environment_report(), "args": vars(args)}
     if args.device.startswith("cuda"):
         results["device_name"] = torch.cuda.get_device_name(0)
@@ -132,6 +142,8 @@ def measure(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = l
     )
     results["capture_overhead"] = {"plain_s": plain, "capture_s": captured, "ratio": captured / plain}
     save(results)
+    if args.capture_only:
+        return results
 
     # 2. Batched throughput with capture (the dataset-generation path).
     results["batched"] = []
@@ -181,16 +193,23 @@ def measure(args: argparse.Namespace, save: Callable[[dict[str, Any]], None] = l
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODEL_DEFAULTS), default="sd15", help="the architecture")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="float16", help="float16, bfloat16 or float32")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[1, 4, 8, 16])
+    parser.add_argument("--steps", type=int, default=None, help="default: 50 (sd15), 30 (sdxl)")
+    parser.add_argument("--size", type=int, default=None, help="default: 512 (sd15), 1024 (sdxl)")
+    parser.add_argument(
+        "--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=None, help="default: 1,4,8,16 / 1,4"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--capture-only", action="store_true", help="measure the capture overhead alone")
     parser.add_argument("--labeler-images", type=int, default=8)
     parser.add_argument("--out", default=None, help="JSON results file")
     args = parser.parse_args(argv)
+    for name, value in MODEL_DEFAULTS[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
     def save(results: dict[str, Any]) -> None:
         if args.out:

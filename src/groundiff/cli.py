@@ -116,6 +116,35 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synthesize(args: argparse.Namespace) -> int:
+    """a segmentation dataset (COCO, VOC, shards) of any classes, labelled by the grounding model"""
+    from groundiff.apps.synthesize import SynthesizeConfig, synthesize
+    from groundiff.generation.generate import worker_from_environment
+
+    config = build_config(SynthesizeConfig, args.config, args)
+    worker, workers = worker_from_environment(args.worker, args.workers)
+    report = synthesize(config, worker=worker, workers=workers)
+    print("\n".join(report.messages) if report.messages else f"kept {report.kept} of {report.generated} images")
+    for name, row in report.per_class.items():
+        print(f"{name:<24} kept in {row['kept']:>6} of {row['generated']:>6} images")
+    if report.complete:
+        print(f"dataset: {report.out / 'dataset'} (COCO, VOC); shards: {report.out / 'labelled'}")
+    return 0
+
+
+def _cmd_downstream(args: argparse.Namespace) -> int:
+    """train a segmenter on synthesized data per label source and test it on truth renders"""
+    from groundiff.apps.downstream import DownstreamConfig, run_downstream
+
+    config = build_config(DownstreamConfig, args.config, args)
+    report = run_downstream(config)
+    for source, row in report["rows"].items():
+        low, high = row["miou_ci95"]
+        print(f"{source:<16} mIoU {row['miou']:5.1f} [{low:5.1f}, {high:5.1f}] on {row['samples']} renders")
+    print(f"wrote {Path(config.out) / 'downstream.json'}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     """train the grounding model (best checkpoint by validation mIoU)"""
     from groundiff.training.config import TrainConfig
@@ -143,6 +172,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         top_quality=config.top_quality,
         attention_baseline=config.attention_baseline,
         val=[Path(v) for v in config.val or ()],
+        absent_queries=config.absent_queries,
     )
     print(results_table(report.results), end="")
     for path in (report.json_path, report.markdown_path, *report.pictures):
@@ -157,7 +187,7 @@ def _cmd_ground(args: argparse.Namespace) -> int:
     config = build_config(GroundConfig, args.config, args)
     result, paths = ground_and_write(config)
     for name, mask in result.masks.items():
-        print(f"{name:<20} {mask.mean():6.1%} of the image")
+        print(f"{name:<20} {mask.mean():6.1%} of the image" if result.found[name] else f"{name:<20} not found")
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -246,9 +276,11 @@ def _config_command(
 def build_parser() -> argparse.ArgumentParser:
     # The config classes are light to import; the commands import what they run.
     from groundiff.apps.demo import DemoConfig
+    from groundiff.apps.downstream import DownstreamConfig
     from groundiff.apps.experiments import ExperimentConfig
     from groundiff.apps.results import ResultsConfig
     from groundiff.apps.serve import ServeConfig
+    from groundiff.apps.synthesize import SynthesizeConfig
     from groundiff.capture.config import CaptureRunConfig
     from groundiff.evaluation.config import EvaluateConfig
     from groundiff.generation.config import GenerateConfig, LabelConfig, ScoreConfig
@@ -263,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("truth-set", TruthSetConfig, _cmd_truth_set),
         ("label", LabelConfig, _cmd_label),
         ("score", ScoreConfig, _cmd_score),
+        ("synthesize", SynthesizeConfig, _cmd_synthesize),
+        ("downstream", DownstreamConfig, _cmd_downstream),
         ("train", TrainConfig, _cmd_train),
         ("evaluate", EvaluateConfig, _cmd_evaluate),
         ("ground", GroundConfig, _cmd_ground),
@@ -284,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
         parsers[name] = _config_command(commands, name, cls, run.__doc__ or "")
         parsers[name].set_defaults(run=run)
     # Options of how a command runs, beside its config.
-    generate = parsers["generate"]
-    generate.add_argument("--worker", type=int, default=None, help="this process's rank (default: RANK or Slurm)")
-    generate.add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
+    for name in ("generate", "synthesize"):
+        parsers[name].add_argument(
+            "--worker", type=int, default=None, help="this process's rank (default: RANK or Slurm)"
+        )
+        parsers[name].add_argument("--workers", type=int, default=None, help="number of processes sharing the set")
     parsers["train"].add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     return parser
 
@@ -295,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 _AFTER_STOP = {
     "generate": "every finished shard is kept; run the same command again to generate the rest",
     "train": "the last finished epoch is kept in --out/last; run the same command with --resume to continue",
+    "synthesize": "every finished shard is kept; run the same command again to finish the dataset",
+    "downstream": "finished sets and label sources are kept in --out; run the same command again to go on",
 }
 
 

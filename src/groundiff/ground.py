@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from groundiff.capture import CaptureConfig, GenerationSettings
+    from groundiff.model import GroundingModel
     from groundiff.model.checkpoint import CheckpointMeta
 
 # What an object name may not keep in its mask's file name (all but letters, digits, "_", "." and "-").
@@ -70,14 +71,19 @@ class GroundingResult:
 
     Attributes:
         image: (H, W, 3) uint8.
-        masks: object name → (H, W) bool, probability > 0.5.
+        masks: object name → (H, W) bool, probability > 0.5; all False for an object not found.
         probabilities: object name → (H, W) float32 in [0, 1].
+        found: object name → whether it was found: the presence output of a model that has one
+            (trained with negative queries), else whether its mask has a pixel.
+        presence: object name → presence probability in [0, 1], for a model with a presence output.
     """
 
     prompt: str
     image: np.ndarray
     masks: dict[str, np.ndarray]
     probabilities: dict[str, np.ndarray]
+    found: dict[str, bool] = field(default_factory=dict)
+    presence: dict[str, float] | None = None
 
 
 def objects_from_prompt(prompt: str, template: str = PROMPT_TEMPLATES["generation"]) -> list[str]:
@@ -187,7 +193,7 @@ def capture_for(
 
 def ground(
     pipe: Any,
-    model: torch.nn.Module,
+    model: GroundingModel,
     meta: CheckpointMeta,
     prompt: str,
     *,
@@ -237,7 +243,7 @@ def ground(
 
 def ground_image(
     pipe: Any,
-    model: torch.nn.Module,
+    model: GroundingModel,
     meta: CheckpointMeta,
     image: np.ndarray,
     objects: Sequence[str],
@@ -291,7 +297,7 @@ def ground_image(
 
 def _predict(
     pipe: Any,
-    model: torch.nn.Module,
+    model: GroundingModel,
     meta: CheckpointMeta,
     prompt: str,
     image: np.ndarray,
@@ -303,18 +309,27 @@ def _predict(
     import torch.nn.functional as F
 
     from groundiff.data.batching import ClassEmbedder
+    from groundiff.sd.sdxl import text_components
 
     with torch.no_grad():
         device = next(model.parameters()).device
         features = {name: t[:1].float().to(device) for name, t in maps.items()}
-        embedder = ClassEmbedder.for_checkpoint(meta, pipe.text_encoder, pipe.tokenizer)
-        logits = model(features, embedder(names)[None].to(device), None)  # (1, N, S, S)
-        probabilities = F.interpolate(logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0].cpu().numpy()
+        embedder = ClassEmbedder.for_checkpoint(meta, *text_components(pipe))  # SDXL: both towers
+        output = model.answer(features, embedder(names)[None].to(device), None)  # logits (1, N, S, S)
+        resized = F.interpolate(output.logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0]
+        probabilities = resized.cpu().numpy()  # (N, H, W)
+    presence = None if output.presence is None else output.presence[0].sigmoid().float().cpu().tolist()
+    found = {
+        name: bool((probabilities[i] > 0.5).any()) and (presence is None or presence[i] > 0.5)
+        for i, name in enumerate(names)
+    }
     return GroundingResult(
         prompt=prompt,
         image=image,
-        masks={name: probabilities[i] > 0.5 for i, name in enumerate(names)},
+        masks={name: (probabilities[i] > 0.5) & found[name] for i, name in enumerate(names)},
         probabilities={name: probabilities[i] for i, name in enumerate(names)},
+        found=found,
+        presence=None if presence is None else dict(zip(names, presence, strict=True)),
     )
 
 
@@ -335,7 +350,8 @@ def write_grounding(result: GroundingResult, out: Path) -> list[Path]:
     axis.imshow(overlay(result.image, list(result.masks.values())), interpolation="nearest")
     axis.set_axis_off()
     axis.set_title(result.prompt, fontsize=8)
-    axis.legend(handles=legend_handles(list(result.masks)), fontsize=7, loc="lower right")
+    labels = [name if result.found.get(name, True) else f"{name} (not found)" for name in result.masks]
+    axis.legend(handles=legend_handles(labels), fontsize=7, loc="lower right")
     paths.append(save_figure(figure, out / "overlay.png"))
     return paths
 

@@ -224,8 +224,8 @@ class Grounder:
         coco = folder / "coco.json"
         coco.write_text(json.dumps(coco_document("image.png", result.masks), indent=1))
         masks = [(_enlarged(path).as_posix(), name) for name, path in zip(objects, paths[1:-1], strict=True)]
-        empty = [name for name, mask in result.masks.items() if not mask.any()]
-        note = f" No pixel passed 0.5 for {', '.join(empty)}." if empty else ""
+        missing = [name for name, found in result.found.items() if not found]
+        note = f" Not found: {', '.join(missing)}." if missing else ""
         return PageResult(
             message=f"**Grounded** {len(objects)} object{'s' if len(objects) > 1 else ''} in "
             f"{time.perf_counter() - start:.1f} s ({detail}).{note}",

@@ -18,7 +18,8 @@ class CapturedFeatures:
             (C doubles for the `uncond+cond` layout).
         timesteps: step index → scheduler timestep value of that step.
         inputs: step index → the U-Net's inputs at that step, per image: `sample` (B, 4, h, w) latents,
-            `text` (B, T, D) prompt embeddings and, with guidance, `text_uncond`; from these
+            `text` (B, T, D) prompt embeddings, for SDXL `text_embeds` (B, P) and `time_ids` (B, 6),
+            and, with guidance, each condition's `{name}_uncond` (`text_uncond`, …); from these
             `replay_features` recomputes the maps, so storing them replaces storing the maps.
     """
 

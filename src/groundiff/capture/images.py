@@ -48,6 +48,32 @@ def noise_step_timestep(pipe: Any, num_inference_steps: int, step: int) -> int:
     return int(timesteps[step])
 
 
+def prompt_conditions(
+    pipe: Any, prompts: Sequence[str], guidance: bool, size: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """The U-Net's conditions for `prompts` as the pipeline computes them, under `replay_features`' names.
+
+    Returns:
+        `text` (B, T, D) and, for SDXL, `text_embeds` (B, P) pooled text and `time_ids` (B, 6): SDXL's
+        default micro-conditioning for a `size` = (H, W) image, uncropped, (H, W, 0, 0, H, W). With
+        `guidance` also each one's `{name}_uncond` (an empty negative prompt).
+    """
+    device = next(pipe.unet.parameters()).device
+    if getattr(pipe, "text_encoder_2", None) is None:
+        text, text_uncond = pipe.encode_prompt(list(prompts), device, 1, guidance, negative_prompt=None)
+        conditions = {"text": text, "text_uncond": text_uncond}
+    else:
+        text, text_uncond, pooled, pooled_uncond = pipe.encode_prompt(
+            prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=guidance
+        )
+        height, width = size
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=text.dtype, device=device)
+        time_ids = time_ids.repeat(len(prompts), 1)  # (B, 6)
+        conditions = {"text": text, "text_uncond": text_uncond, "text_embeds": pooled}
+        conditions |= {"text_embeds_uncond": pooled_uncond, "time_ids": time_ids, "time_ids_uncond": time_ids}
+    return {name: t for name, t in conditions.items() if guidance or not name.endswith("_uncond")}
+
+
 @torch.no_grad()
 def features_of_images(
     pipe: Any,
@@ -88,10 +114,7 @@ def features_of_images(
     noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators]).to(latents)
     noisy = pipe.scheduler.add_noise(latents, noise, torch.tensor([timestep]))  # (B, 4, h, w)
     guidance = capture.layout is Layout.UNCOND_COND
-    text, text_uncond = pipe.encode_prompt(list(prompts), latents.device, 1, guidance, negative_prompt=None)
-    inputs = {"sample": noisy, "text": text}
-    if guidance:
-        inputs["text_uncond"] = text_uncond
+    inputs = {"sample": noisy, **prompt_conditions(pipe, prompts, guidance, images.shape[1:3])}
     view = unet_only_pipeline(pipe.unet, timestep, guidance)
     recording = capture_cross_attention(view) if attention else nullcontext(None)
     with recording as sums:

@@ -14,6 +14,10 @@ from groundiff.capture.config import CaptureConfig, Layout
 from groundiff.capture.features import CapturedFeatures
 from groundiff.capture.hooks import removable_hooks
 
+# SDXL's U-Net also reads a pooled text embedding (B, P) and six size/crop ids (B, 6) through
+# `added_cond_kwargs`; they are stored beside the text so that replay can pass them back.
+ADDED_CONDITIONS = ("text_embeds", "time_ids")
+
 
 class _StepRecorder:
     """Counts U-Net calls (one per denoising step) and keeps block outputs of the wanted steps."""
@@ -52,12 +56,16 @@ class _StepRecorder:
         text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
         if text is None:
             raise ValueError("The U-Net was called without encoder_hidden_states; is this a text-to-image U-Net?")
-        text = text.detach()
+        added = kwargs.get("added_cond_kwargs") or {}
+        conditions = {"text": text, **{name: added[name] for name in ADDED_CONDITIONS if name in added}}
         if not getattr(self.pipe, "do_classifier_free_guidance", False):
-            return {"sample": sample.clone(), "text": text.clone()}
+            return {"sample": sample.clone(), **{name: t.detach().clone() for name, t in conditions.items()}}
         # Both halves of the guidance batch hold the same latents; the prompts differ.
-        uncond_text, cond_text = text.chunk(2)
-        return {"sample": sample.chunk(2)[1].clone(), "text": cond_text.clone(), "text_uncond": uncond_text.clone()}
+        inputs = {"sample": sample.chunk(2)[1].clone()}
+        for name, tensor in conditions.items():
+            uncond, cond = tensor.detach().chunk(2)
+            inputs[name], inputs[f"{name}_uncond"] = cond.clone(), uncond.clone()
+        return inputs
 
     def hook_for(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
         def after_block(module: nn.Module, inputs: Any, output: Any) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from groundiff.capture.config import CaptureConfig, Layout
-from groundiff.capture.recorder import capture_features
+from groundiff.capture.recorder import ADDED_CONDITIONS, capture_features
 
 
 def unet_only_pipeline(unet: nn.Module, timestep: int, guidance: bool) -> Any:
@@ -32,26 +32,31 @@ def replay_features(
 
     Args:
         unet: the same U-Net (weights, dtype) that generated the sample.
-        inputs: `sample` (B, 4, h, w), `text` (B, T, D) and, for the `uncond+cond` layout, `text_uncond`.
+        inputs: `sample` (B, 4, h, w), `text` (B, T, D), for SDXL also `text_embeds` (B, P) and
+            `time_ids` (B, 6), and, for the `uncond+cond` layout, each condition's `{name}_uncond`.
         timestep: the scheduler timestep of the step.
     Returns:
         block name → (B, C, H, W) (or (B, 2C, H, W) for `uncond+cond`).
     """
     capture = capture or CaptureConfig()
     guidance = capture.layout is Layout.UNCOND_COND
-    if guidance and "text_uncond" not in inputs:
+    names = ["text", *(name for name in ADDED_CONDITIONS if name in inputs)]
+    missing = [f"{name}_uncond" for name in names if f"{name}_uncond" not in inputs]
+    if guidance and missing:
         raise ValueError(
-            "Layout 'uncond+cond' needs the unconditional prompt embeddings ('text_uncond') in the inputs."
+            f"Layout 'uncond+cond' needs the unconditional prompt embeddings ({', '.join(map(repr, missing))}) "
+            "in the inputs."
         )
     parameter = next(unet.parameters())
     sample = inputs["sample"].to(parameter.device, parameter.dtype)
-    text = inputs["text"].to(parameter.device, parameter.dtype)
+    conditions = {name: inputs[name].to(parameter.device, parameter.dtype) for name in names}
     if guidance:
         sample = torch.cat([sample, sample])  # (2B, 4, h, w), unconditional half first
-        text = torch.cat([inputs["text_uncond"].to(text), text])  # (2B, T, D)
+        conditions = {name: torch.cat([inputs[f"{name}_uncond"].to(t), t]) for name, t in conditions.items()}
+    text = conditions.pop("text")  # (B or 2B, T, D)
     one_step = CaptureConfig(blocks=capture.blocks, steps=(0,), layout=capture.layout)
     with capture_features(unet_only_pipeline(unet, timestep, guidance), one_step) as features:
-        unet(sample, timestep, encoder_hidden_states=text)
+        unet(sample, timestep, encoder_hidden_states=text, added_cond_kwargs=conditions or None)
     return features.maps[0]
 
 

@@ -69,6 +69,36 @@ class ClassEmbedder:
         return self._cache[key]
 
 
+@dataclass(frozen=True)
+class NegativeQueries:
+    """Absent-object queries for training and for measuring "not found" answers.
+
+    With probability `fraction`, a sample's queries gain one class of `pool` that the sample does not
+    contain (its target is an empty mask and "absent"), inserted at a random position so that the
+    position says nothing. Draws depend only on (seed, epoch, sample index): a resumed run and a
+    DataLoader worker draw the same queries.
+    """
+
+    pool: tuple[str, ...]
+    fraction: float
+    seed: int = 0
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ValueError(f"The fraction of samples with a negative query must be in [0, 1], got {self.fraction}.")
+
+    def __call__(self, index: int, classes: Sequence[str]) -> list[str]:
+        """The queries of sample `index`: its `classes`, perhaps with one absent class inserted."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        queries = list(classes)
+        absent = [name for name in self.pool if name not in queries]
+        if rng.random() >= self.fraction or not absent:
+            return queries
+        queries.insert(int(rng.integers(len(queries) + 1)), absent[int(rng.integers(len(absent)))])
+        return queries
+
+
 @dataclass
 class GroundingBatch:
     """Model inputs and targets of B samples.
@@ -77,14 +107,16 @@ class GroundingBatch:
         features: flat map name → (B, C, h, w) float32.
         embeddings: (B, N, D) class embeddings, zero where padded.
         valid: (B, N) bool, False for padding.
-        targets: (B, N, H, W) float in {0, 1}; empty (B, 0, ...) when the samples have no masks.
-        classes: per image, its class names.
+        present: (B, N) bool, True for queries of objects in the image (False for negatives and padding).
+        targets: (B, N, H, W) float in {0, 1}, empty masks for negatives; all zero when the samples have no masks.
+        classes: per image, its queried class names.
         indices: per image, its sample index.
     """
 
     features: dict[str, torch.Tensor]
     embeddings: torch.Tensor
     valid: torch.Tensor
+    present: torch.Tensor
     targets: torch.Tensor
     classes: list[list[str]]
     indices: list[int]
@@ -94,32 +126,41 @@ class GroundingBatch:
             features={k: v.to(device, non_blocking=True) for k, v in self.features.items()},
             embeddings=self.embeddings.to(device),
             valid=self.valid.to(device),
+            present=self.present.to(device),
             targets=self.targets.to(device, non_blocking=True),
             classes=self.classes,
             indices=self.indices,
         )
 
 
-def collate(records: Sequence[SampleRecord], embedder: ClassEmbedder, mask_size: int | None = None) -> GroundingBatch:
-    """Stack B records, padding classes to the largest count; masks resized to `mask_size` if given."""
-    count = max(len(r.classes) for r in records)
-    width = embedder.width
-    embeddings = torch.zeros(len(records), count, width)  # (B, N, D)
+def collate(
+    records: Sequence[SampleRecord],
+    embedder: ClassEmbedder,
+    mask_size: int | None = None,
+    negatives: NegativeQueries | None = None,
+) -> GroundingBatch:
+    """Stack B records, padding queries to the largest count; masks resized to `mask_size` if given.
+    With `negatives`, some records' queries gain a class they do not contain (empty target, not present)."""
+    queries = [negatives(r.index, r.classes) if negatives else list(r.classes) for r in records]
+    count = max(len(names) for names in queries)
+    embeddings = torch.zeros(len(records), count, embedder.width)  # (B, N, D)
     valid = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
+    present = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
     height, side = records[0].image.shape[:2]
     size = (mask_size, mask_size) if mask_size else (height, side)
     targets = torch.zeros(len(records), count, *size)  # (B, N, H, W)
-    for b, record in enumerate(records):
-        n = len(record.classes)
-        embeddings[b, :n] = embedder(record.classes)
-        valid[b, :n] = True
+    for b, (record, names) in enumerate(zip(records, queries, strict=True)):
+        embeddings[b, : len(names)] = embedder(names)
+        valid[b, : len(names)] = True
+        present[b, : len(names)] = torch.tensor([name in record.classes for name in names])
         if record.masks:
             masks = torch.from_numpy(np.stack(record.masks)).float()[None]  # (1, n, H, W)
-            targets[b, :n] = (
-                F.interpolate(masks, size=size, mode="nearest")[0] if masks.shape[-2:] != size else masks[0]
-            )
-    names = records[0].features.keys()
-    features = {name: torch.stack([r.features[name] for r in records]).float() for name in names}  # (B, C, h, w)
-    return GroundingBatch(
-        features, embeddings, valid, targets, [r.classes for r in records], [r.index for r in records]
-    )
+            if masks.shape[-2:] != size:
+                masks = F.interpolate(masks, size=size, mode="nearest")
+            for slot, name in enumerate(names):
+                if name in record.classes:
+                    targets[b, slot] = masks[0, record.classes.index(name)]
+    features = {
+        name: torch.stack([r.features[name] for r in records]).float() for name in records[0].features
+    }  # (B, C, h, w)
+    return GroundingBatch(features, embeddings, valid, present, targets, queries, [r.index for r in records])

@@ -1,4 +1,4 @@
-"""Masks as a COCO document: one image, one category and one annotation per named object.
+"""Masks as COCO documents: one image with a category per named object, or a whole dataset (`CocoBuilder`).
 
 Masks are stored as uncompressed RLE (`{"size": [h, w], "counts": [...]}`, runs over the
 column-major pixels, starting with a run of zeros), which `pycocotools` reads as it reads its own
@@ -7,7 +7,7 @@ compressed form; no dependency is needed to write it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,85 @@ def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     return values.reshape((height, width), order="F")
 
 
+def mask_annotation(mask: np.ndarray, *, annotation_id: int, image_id: int, category_id: int) -> dict[str, Any]:
+    """The COCO annotation of one non-empty (H, W) bool mask: RLE segmentation, area and box (x, y, w, h)."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        raise ValueError(f"Annotation {annotation_id} has an empty mask; COCO has no empty annotations.")
+    box = [int(columns[0]), int(rows[0]), int(columns[-1] - columns[0] + 1), int(rows[-1] - rows[0] + 1)]
+    return {
+        "id": annotation_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle_encode(mask),
+        "area": int(mask.sum()),
+        "bbox": box,
+        "iscrowd": 0,
+    }
+
+
+class CocoBuilder:
+    """A whole-dataset COCO document built image by image over a fixed category list (ids 1..K in order).
+
+    Each image's masks are given by category name; an empty mask adds no annotation (the category stays
+    listed). `document()` returns the document, readable by `pycocotools.coco.COCO`.
+    """
+
+    def __init__(self, categories: Sequence[str]) -> None:
+        if not categories:
+            raise ValueError("A COCO document needs at least one category; name the classes to export.")
+        if len(set(categories)) != len(categories):
+            raise ValueError(f"Categories {list(categories)} repeat a name; list each class once.")
+        self.category_ids = {name: index + 1 for index, name in enumerate(categories)}
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+
+    def add_image(
+        self,
+        file_name: str,
+        masks: Mapping[str, np.ndarray],
+        *,
+        scores: Mapping[str, float] | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> int:
+        """Add one image with its (H, W) bool masks by category name; returns its image id.
+
+        Raises:
+            ValueError: a mask names an unknown category, or no `size` is given for an image without masks.
+        """
+        unknown = [name for name in masks if name not in self.category_ids]
+        if unknown:
+            raise ValueError(
+                f"Image {file_name!r} has a mask of {unknown[0]!r}, which is not among the exported classes "
+                f"{list(self.category_ids)}; add it to the class list."
+            )
+        if size is None and not masks:
+            raise ValueError(f"Image {file_name!r} has no masks; pass its size=(height, width).")
+        height, width = size if size is not None else next(iter(masks.values())).shape
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width)})
+        for name, mask in masks.items():
+            if not np.any(mask):
+                continue  # COCO has no empty annotations; the category stays listed
+            annotation = mask_annotation(
+                mask, annotation_id=len(self.annotations) + 1, image_id=image_id, category_id=self.category_ids[name]
+            )
+            if scores is not None and name in scores:
+                annotation["score"] = float(scores[name])
+            self.annotations.append(annotation)
+        return image_id
+
+    def document(self, **info: Any) -> dict[str, Any]:
+        """The COCO document: `info` (free fields), images, categories and annotations."""
+        return {
+            "info": info,
+            "images": self.images,
+            "categories": [{"id": i, "name": name} for name, i in self.category_ids.items()],
+            "annotations": self.annotations,
+        }
+
+
 def coco_document(
     file_name: str, masks: Mapping[str, np.ndarray], *, scores: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
@@ -41,28 +120,8 @@ def coco_document(
     names = list(masks)
     if not names:
         raise ValueError("No masks to write; name at least one object.")
-    height, width = next(iter(masks.values())).shape
-    annotations: list[dict[str, Any]] = []
-    for index, name in enumerate(names):
-        mask = np.asarray(masks[name], dtype=bool)
-        if not mask.any():
-            continue  # COCO has no empty annotations; the category stays listed
-        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        box = [int(columns[0]), int(rows[0]), int(columns[-1] - columns[0] + 1), int(rows[-1] - rows[0] + 1)]
-        annotation = {
-            "id": len(annotations) + 1,
-            "image_id": 1,
-            "category_id": index + 1,
-            "segmentation": rle_encode(mask),
-            "area": int(mask.sum()),
-            "bbox": box,
-            "iscrowd": 0,
-        }
-        if scores is not None and name in scores:
-            annotation["score"] = float(scores[name])
-        annotations.append(annotation)
-    return {
-        "images": [{"id": 1, "file_name": file_name, "height": int(height), "width": int(width)}],
-        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(names)],
-        "annotations": annotations,
-    }
+    builder = CocoBuilder(names)
+    builder.add_image(file_name, masks, scores=scores)
+    document = builder.document()
+    del document["info"]
+    return document

@@ -24,3 +24,6 @@ class EvaluateConfig:
     out: str = option(REQUIRED, "results JSON; .md table and PNG pictures go beside it")
     top_quality: float | None = option(None, "keep this top fraction by IQA score")
     attention_baseline: bool = option(False, "also score the cross-attention reference (DAAM-style)", switch=True)
+    absent_queries: bool = option(
+        False, "also ask each image for one class it does not contain: N-acc and T-acc (gRefCOCO)", switch=True
+    )

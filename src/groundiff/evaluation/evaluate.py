@@ -28,21 +28,24 @@ from groundiff.evaluation.reference_scores import (
     tune_attention_thresholds,
 )
 from groundiff.files import write_json_atomic, write_text_atomic
+from groundiff.model import GroundingModel
 from groundiff.worlds import get_world
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    """Binary masks (B, N, H, W) bool of a `GroundingBatch` (padded classes are all False)."""
+def predict(model: GroundingModel, batch: Any) -> torch.Tensor:
+    """Binary masks (B, N, H, W) bool of a `GroundingBatch`: padded queries, and those a model with a
+    presence head answers "not found", are all False."""
     device = next(model.parameters()).device
     batch = batch.to(device)
-    logits = model(batch.features, batch.embeddings, ~batch.valid)  # (B, N, H, W)
-    return (logits.sigmoid() > 0.5) & batch.valid[:, :, None, None]
+    output = model.answer(batch.features, batch.embeddings, ~batch.valid)
+    answered = batch.valid if output.presence is None else batch.valid & (output.presence.sigmoid() > 0.5)  # (B, N)
+    return (output.logits.sigmoid() > 0.5) & answered[:, :, None, None]  # (B, N, H, W)
 
 
 @torch.no_grad()
 def evaluate_dataset(
-    model: torch.nn.Module, dataset: Dataset[SampleRecord], embedder: ClassEmbedder, *, batch_size: int = 4
+    model: GroundingModel, dataset: Dataset[SampleRecord], embedder: ClassEmbedder, *, batch_size: int = 4
 ) -> dict[str, Any]:
     """Category-wise and per-image mIoU (in %) of `model` on every sample of `dataset`."""
     was_training = model.training
@@ -96,6 +99,7 @@ def evaluate_checkpoint(
     attention_baseline: bool = False,
     val: list[Path] | None = None,
     device: str = "cpu",
+    absent_queries: bool = False,
 ) -> EvaluationReport:
     """Evaluate a checkpoint on test sets beside the floors, ceilings and references; writes the JSON `out`,
     a markdown table and pictures beside it.
@@ -104,7 +108,9 @@ def evaluate_checkpoint(
     it is scored against (`labeler` masks on generated sets, `exact` masks on truth sets) and
     `references` (see `evaluate_references`). With `attention_baseline`, the cross-attention rows are
     scored too (the sets need stored attention maps), at thresholds chosen on the validation sets
-    `val` of the same source (generated or truth), else at DAAM's 0.4.
+    `val` of the same source (generated or truth), else at DAAM's 0.4. With `absent_queries`, each
+    set's entry also holds `absent` (`evaluation.absent.evaluate_absent_queries`: N-acc, T-acc, and
+    the mIoU of present queries when one absent class is asked for beside them).
 
     Raises:
         ValueError: a set whose features do not match the checkpoint's layout, from another model,
@@ -154,6 +160,11 @@ def evaluate_checkpoint(
             two_colours=world_rules.get("two_colours"),
             labeler_rule=world_rules.get("labeler") if truth else None,
         )
+        if absent_queries:
+            from groundiff.evaluation.absent import evaluate_absent_queries, set_classes
+
+            pool = set_classes(GroundingDataset([folder], features=False))
+            results[kind]["absent"] = evaluate_absent_queries(model, dataset, embedder, pool)
         examples[kind] = _examples(model, dataset, embedder, count=4)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, results)
@@ -189,7 +200,7 @@ def _world_rules(model_name: str) -> dict[str, Any]:
 
 
 def _examples(
-    model: torch.nn.Module, dataset: Dataset[SampleRecord], embedder: ClassEmbedder, count: int
+    model: GroundingModel, dataset: Dataset[SampleRecord], embedder: ClassEmbedder, count: int
 ) -> list[tuple[SampleRecord, np.ndarray]]:
     records = [dataset[i] for i in range(min(count, len(dataset)))]  # type: ignore[arg-type]
     mask_size = getattr(getattr(model, "config", None), "mask_size", None)
@@ -206,6 +217,9 @@ REFERENCE_LABELS = {
     "colour_threshold_two_colours": "colour threshold, images of two colours",
     "labeler": "labeler vs exact masks",
 }
+
+
+ABSENT_LABELS = {"n_acc": "absent queries answered empty (N-acc)", "t_acc": "present queries answered (T-acc)"}
 
 
 def format_miou(row: dict[str, Any]) -> str:
@@ -230,6 +244,13 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
             threshold = f" (τ {row['threshold']:.2f})" if row and "threshold" in row else ""
             cells.append(format_miou(row) + threshold if row else "–")
         if any(cell != "–" for cell in cells):
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if all("absent" in results[n] for n in names):
+        for key, label in (
+            ("n_acc", "absent queries answered empty (N-acc)"),
+            ("t_acc", "present queries answered (T-acc)"),
+        ):
+            cells = [f"{results[n]['absent'][key]:.1f} %" for n in names]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| classes covered | " + " | ".join(str(results[n]["classes_covered"]) for n in names) + " |")
     lines.append("| images | " + " | ".join(str(results[n]["samples"]) for n in names) + " |")

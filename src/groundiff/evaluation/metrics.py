@@ -30,6 +30,12 @@ def masks_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits.float()) > 0.5
 
 
+def bootstrap_weights(count: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, count) int: how often each of `count` items is drawn in each bootstrap resample."""
+    rng = np.random.default_rng(seed)
+    return np.stack([np.bincount(rng.integers(0, count, count), minlength=count) for _ in range(resamples)])
+
+
 class IoUAccumulator:
     """Accumulates per-class intersections and unions, and per-image mean IoUs, over `update` calls."""
 
@@ -142,8 +148,7 @@ class IoUAccumulator:
                 inter[row, column[name]] += i
                 union[row, column[name]] += u
                 named[row, column[name]] = 1
-        rng = np.random.default_rng(seed)
-        weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)])  # (R, n)
+        weights = bootstrap_weights(n, resamples, seed)  # (R, n)
         i_sum, u_sum, present = weights @ inter, weights @ union, (weights @ named) > 0  # (R, classes) each
         iou = np.divide(i_sum, u_sum, out=np.zeros_like(i_sum), where=u_sum > 0)
         means = (iou * present).sum(axis=1) / present.sum(axis=1)  # (R,)
@@ -162,3 +167,31 @@ class IoUAccumulator:
             "classes_covered": self.classes_covered,
             "samples": self.samples,
         }
+
+
+def proportion_ci95(successes: int, total: int) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion `successes / total`, in [0, 1] (exact at 0 and 1
+    counts, unlike the normal approximation)."""
+    if total < 1 or not 0 <= successes <= total:
+        raise ValueError(f"A proportion needs 0 <= successes <= total and total >= 1; got {successes} of {total}.")
+    z = 1.959963984540054
+    rate = successes / total
+    centre = (rate + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * np.sqrt(rate * (1 - rate) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def ratio_ci95(
+    numerators: np.ndarray, denominators: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of Σ numerators / Σ denominators, resampling the items
+    (images) with replacement; seeded, so the same counts give the same interval."""
+    if numerators.shape != denominators.shape or numerators.ndim != 1 or not len(numerators):
+        raise ValueError(
+            f"ratio_ci95 needs two 1-D arrays of one non-zero length; got {numerators.shape} and {denominators.shape}."
+        )
+    weights = bootstrap_weights(len(numerators), resamples, seed)  # (R, n)
+    top, bottom = weights @ numerators, weights @ denominators  # (R,)
+    ratios = np.divide(top, bottom, out=np.zeros_like(top, dtype=float), where=bottom > 0)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)

@@ -5,10 +5,10 @@ Both read the stored images, so a better labeler or scorer never needs the set t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,7 +18,16 @@ from groundiff.data.records import SampleRecord
 from groundiff.data.scores import SCORES_FILE
 from groundiff.data.shards import TEMP_SUFFIX, ShardWriter, iter_metadata, iter_records
 from groundiff.files import write_json_atomic
-from groundiff.labeling.base import Labeler
+from groundiff.labeling.base import Labeler, LabelResult
+
+
+@runtime_checkable
+class RecordLabeler(Protocol):
+    """Anything that labels stored samples from all they hold (image and U-Net features), such as the
+    grounding model: `label_records` returns one `LabelResult` per record, a class left out of its
+    masks counting as not found."""
+
+    def label_records(self, records: Sequence[SampleRecord]) -> list[LabelResult]: ...
 
 
 @dataclass
@@ -45,7 +54,7 @@ def _batches(records: Iterator[SampleRecord], size: int) -> Iterator[list[Sample
 def label_set(
     source: Path,
     out: Path,
-    labeler: Labeler,
+    labeler: Labeler | RecordLabeler,
     labeler_name: str,
     *,
     batch_size: int = 8,
@@ -54,7 +63,8 @@ def label_set(
 ) -> LabelReport:
     """Copy the set `source` to `out` with masks from `labeler`, dropping samples it does not fully find.
 
-    Resumable like generation: samples already in `out` are skipped.
+    `labeler` reads the images (a `Labeler`) or whole records (a `RecordLabeler`). Resumable like
+    generation: samples already in `out` are skipped.
     """
     if not (source / MANIFEST_FILE).exists():
         raise FileNotFoundError(f"{str(source)!r} is no complete set (no {MANIFEST_FILE}); generate it first.")
@@ -73,7 +83,10 @@ def label_set(
     writer = ShardWriter(out, "relabel", samples_per_shard, next_number.get("relabel", 0))
     with writer, tqdm(desc=f"label {out.name}", unit="sample", disable=not progress) as bar:
         for batch in _batches(todo, batch_size):
-            results = labeler.label(np.stack([r.image for r in batch]), [r.classes for r in batch])
+            if isinstance(labeler, RecordLabeler):
+                results = labeler.label_records(batch)
+            else:
+                results = labeler.label(np.stack([r.image for r in batch]), [r.classes for r in batch])
             for record, result in zip(batch, results, strict=True):
                 bar.update(1)
                 if result.missing(record.classes):

@@ -3,7 +3,8 @@
 from groundiff.model.builder import build_grounding_model, group_names_by_resolution
 from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
-from groundiff.model.grounding import FeatureShapes, GroundingModel, describe_layout
+from groundiff.model.grounding import FeatureShapes, GroundingModel, GroundingOutput, describe_layout
+from groundiff.model.presence import PresenceHead
 from groundiff.model.visual_encoder import VisualEncoder
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "FusionDecoder",
     "GroundingModel",
     "GroundingModelConfig",
+    "GroundingOutput",
+    "PresenceHead",
     "VisualEncoder",
     "build_grounding_model",
     "describe_layout",

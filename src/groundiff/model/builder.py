@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
 from groundiff.model.grounding import FeatureShapes, GroundingModel, describe_layout
+from groundiff.model.presence import PresenceHead
 from groundiff.model.visual_encoder import VisualEncoder
 
 
@@ -111,6 +112,7 @@ def build_grounding_model(
         text_width=text_width,
         visual_encoder=visual_encoder,
         fusion_decoder=fusion_decoder,
+        presence_head=PresenceHead(visual_encoder.out_channels) if config.presence_head else None,
     )
 
 

@@ -34,6 +34,10 @@ class GroundingModelConfig:
     norm_groups: int = field(
         default=8, metadata={"help": "GroupNorm groups in the fusion blocks (gcd with the channels is used)"}
     )
+    presence_head: bool = field(
+        default=False,
+        metadata={"help": "add a per-query presence output, so an absent object is answered 'not found'"},
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_channels", tuple(int(c) for c in self.level_channels))

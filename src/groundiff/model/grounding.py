@@ -6,6 +6,7 @@ Legend for shape comments: B batch, N classes, C channels, D text width, h×w ma
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,9 +14,24 @@ from torch import nn
 
 from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
+from groundiff.model.presence import PresenceHead
 from groundiff.model.visual_encoder import VisualEncoder
 
 FeatureShapes = dict[str, tuple[int, int, int]]
+
+
+@dataclass
+class GroundingOutput:
+    """What the model answers for B images and N queries.
+
+    Attributes:
+        logits: (B, N, S, S) mask logits; predicted masks are `sigmoid(logits) > 0.5`.
+        presence: (B, N) presence logits (present where `sigmoid > 0.5`), or None for a model
+            without a presence head, whose answer to an absent object is whatever mask it paints.
+    """
+
+    logits: torch.Tensor
+    presence: torch.Tensor | None
 
 
 def describe_layout(feature_shapes: Mapping[str, tuple[int, ...]], text_width: int | None = None) -> str:
@@ -42,6 +58,7 @@ class GroundingModel(nn.Module):
         text_width: int,
         visual_encoder: VisualEncoder,
         fusion_decoder: FusionDecoder,
+        presence_head: PresenceHead | None = None,
     ) -> None:
         """
         Args:
@@ -49,6 +66,7 @@ class GroundingModel(nn.Module):
             feature_shapes: map name → (C, h, w), the layout the model accepts.
             levels: map names per resolution level, coarse to fine; maps are concatenated in this order.
             text_width: width D of the class embeddings.
+            presence_head: answers whether each queried object is present; None = no such output.
         """
         super().__init__()
         assert config.mask_size is not None
@@ -58,6 +76,7 @@ class GroundingModel(nn.Module):
         self.text_width = text_width
         self.visual_encoder = visual_encoder
         self.fusion_decoder = fusion_decoder
+        self.presence_head = presence_head
 
     def check_compatible(self, feature_shapes: Mapping[str, tuple[int, ...]], text_width: int) -> None:
         """Raise `ValueError` unless `feature_shapes` (name → (C, h, w)) and `text_width` are this model's."""
@@ -77,14 +96,24 @@ class GroundingModel(nn.Module):
         class_embeddings: torch.Tensor,
         class_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """(B, N, S, S) mask logits; see `answer`, which also gives the presence logits."""
+        return self.answer(features, class_embeddings, class_padding).logits
+
+    def answer(
+        self,
+        features: Mapping[str, torch.Tensor],
+        class_embeddings: torch.Tensor,
+        class_padding: torch.Tensor | None = None,
+    ) -> GroundingOutput:
         """
         Args:
             features: map name → (B, C, h, w) U-Net maps (any float dtype; cast to the model's).
             class_embeddings: (B, N, D) float class embeddings.
             class_padding: (B, N) bool, True for padding slots (images with fewer classes); None = none.
         Returns:
-            (B, N, S, S) mask logits with S = config.mask_size, in the model's dtype; predicted masks
-            are `sigmoid(logits) > 0.5`. Logits of padded slots are unspecified.
+            (B, N, S, S) mask logits with S = config.mask_size, in the model's dtype (predicted masks
+            are `sigmoid(logits) > 0.5`), and (B, N) presence logits if the model has a presence head.
+            Outputs of padded slots are unspecified.
         """
         # 1. Check the inputs against the recorded layout
         if class_embeddings.dim() != 3:
@@ -117,4 +146,5 @@ class GroundingModel(nn.Module):
         assert size is not None
         if logits.shape[-1] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)  # (B, N, S, S)
-        return logits
+        presence = None if self.presence_head is None else self.presence_head(embeddings, logits)  # (B, N)
+        return GroundingOutput(logits, presence)

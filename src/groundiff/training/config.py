@@ -28,6 +28,9 @@ class TrainConfig:
         end_of_text: use each prompt's end-of-text vector (the Li et al. baseline with `photo_x`).
         subtract_others: feed each class embedding minus the mean of the image's other classes'
             (`text.subtract_other_classes`); recorded in the checkpoint, so inference does the same.
+        negative_fraction: the fraction of training samples that also query one class they do not
+            contain (target: an empty mask and "absent"); above 0 the model gets a presence head
+            (unless `model` sets `presence_head`), so that it answers "not found".
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -46,6 +49,9 @@ class TrainConfig:
     end_of_text: bool = option(False, "use each prompt's end-of-text vector (Li et al. baseline, with photo_x)")
     subtract_others: bool = option(
         False, "subtract the mean of the other classes' embeddings from each (against CLIP's bag of words)"
+    )
+    negative_fraction: float = option(
+        0.0, "fraction of samples that also query an absent class (empty target); > 0 adds a presence output"
     )
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
@@ -71,6 +77,8 @@ class TrainConfig:
             raise ValueError(f"threads must be at least 1 (or unset for all cores), got {self.threads}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if not 0.0 <= self.negative_fraction <= 1.0:
+            raise ValueError(f"negative_fraction must be in [0, 1], got {self.negative_fraction}.")
 
     def content(self) -> dict[str, Any]:
         """The fields that decide the trained weights, as JSON values; a resumed run must match them exactly."""

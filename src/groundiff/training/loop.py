@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from groundiff.data.batching import ClassEmbedder, GroundingBatch, collate
-from groundiff.data.manifest import CONFIG_FILE, read_set_config
+from groundiff.data.batching import ClassEmbedder, GroundingBatch, NegativeQueries, collate
+from groundiff.data.manifest import CONFIG_FILE, read_manifest, read_set_config
 from groundiff.data.sets import check_training_set, open_set, set_model_name
 from groundiff.evaluation.evaluate import evaluate_dataset
 from groundiff.files import hold_lock
@@ -41,7 +41,7 @@ from groundiff.model.checkpoint import (
 )
 from groundiff.sd.pipelines import load_text_components
 from groundiff.training.config import RESUME_FREE_FIELDS, TrainConfig
-from groundiff.training.losses import grounding_loss
+from groundiff.training.losses import grounding_loss, presence_loss
 
 log = logging.getLogger(__name__)
 
@@ -216,18 +216,20 @@ class _Trainer:
         self.image_size = int(first.image.shape[0])
         # The reference's level widths fit SD's four resolutions; other U-Nets get as many as they have.
         levels = {"level_channels": default_level_channels(self.feature_shapes)}
-        model_fields = {"mask_size": self.image_size, **levels, **config.model, "dropout": config.dropout}
+        presence = {"presence_head": config.negative_fraction > 0}
+        model_fields = {"mask_size": self.image_size, **levels, **presence, **config.model, "dropout": config.dropout}
         self.model_config = GroundingModelConfig.from_dict(model_fields)
         seed_everything(config.seed)
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
         # With several processes, gradients are averaged by DDP; evaluation and checkpoints stay on rank 0.
-        self.forward_model: torch.nn.Module = self.model
+        self.forward_model: torch.nn.Module = AnswerView(self.model)
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.forward_model, device_ids=device_ids)
         torch.manual_seed(config.seed + self.rank)  # dropout differs per rank, weights start equal
+        self.negative_pool = training_classes(config.train) if config.negative_fraction else ()
 
     def meta(self, epoch: int, val: dict[str, Any]) -> CheckpointMeta:
         return CheckpointMeta(
@@ -292,9 +294,19 @@ class _Trainer:
             self.train_set,  # type: ignore[arg-type]
             batch_size=self.config.batch_size,
             sampler=sampler,
-            collate_fn=partial(collate, embedder=self.embedder, mask_size=self.model_config.mask_size),
+            collate_fn=partial(
+                collate,
+                embedder=self.embedder,
+                mask_size=self.model_config.mask_size,
+                negatives=self.negatives(epoch),
+            ),
             num_workers=self.config.num_workers,
         )
+
+    def negatives(self, epoch: int) -> NegativeQueries | None:
+        if not self.config.negative_fraction:
+            return None
+        return NegativeQueries(self.negative_pool, self.config.negative_fraction, self.config.seed, epoch)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -316,8 +328,10 @@ class _Trainer:
             batch = batch.to(self.device)
             # Mixed precision on CUDA (bf16 where supported); CPU runs in float32.
             with torch.autocast("cuda", dtype=amp_dtype(), enabled=self.device.type == "cuda"):
-                logits = self.forward_model(batch.features, batch.embeddings, ~batch.valid)  # (B, N, H, W)
-            loss = grounding_loss(self.config.loss, logits.float(), batch.targets, batch.valid)
+                output = self.forward_model(batch.features, batch.embeddings, ~batch.valid)
+            loss = grounding_loss(self.config.loss, output["logits"].float(), batch.targets, batch.valid)
+            if "presence" in output:
+                loss = loss + presence_loss(output["presence"], batch.present, batch.valid)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch + 1} on samples {batch.indices}; lower the learning "
@@ -333,6 +347,34 @@ class _Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         return {"train_loss": float(np.mean(losses)), "samples": samples, "seconds": seconds, "data_wait_s": waiting}
+
+
+def training_classes(folder: str) -> tuple[str, ...]:
+    """The classes a training set holds samples of (its manifest's counts), sorted. Negative queries are
+    drawn from them, so that training never names an unseen class."""
+    kept = read_manifest(Path(folder)).get("per_class", {})
+    classes = tuple(sorted(name for name, counts in kept.items() if counts.get("kept")))
+    if len(classes) < 3:
+        raise ValueError(
+            f"Training set {folder!r} lists {len(classes)} classes with samples in its manifest; negative queries "
+            "need at least 3 (two in an image and one absent). Train with --negative-fraction 0, or on a set with "
+            "more classes."
+        )
+    return classes
+
+
+class AnswerView(torch.nn.Module):
+    """The grounding model with `answer` as its forward, returning {"logits", "presence"} so that
+    DistributedDataParallel, which only wraps `forward`, trains the presence head too."""
+
+    def __init__(self, model: GroundingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *inputs: Any) -> dict[str, torch.Tensor]:
+        # A dict without None values: DistributedDataParallel drops None from the outputs it passes on.
+        output = self.model.answer(*inputs)
+        return {"logits": output.logits} if output.presence is None else vars(output)
 
 
 def write_history(out: Path, history: list[dict[str, float]]) -> None:

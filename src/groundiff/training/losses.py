@@ -73,3 +73,22 @@ def grounding_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, valid
         raise ValueError("grounding_loss got no valid (image, class) pair: every slot of `valid` is False.")
     per_pair = LOSSES[name](logits[valid].float(), targets[valid].float())  # (P,)
     return per_pair.mean()
+
+
+def presence_loss(presence: torch.Tensor, present: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the presence logits, averaged over the valid (image, query) pairs.
+
+    Args:
+        presence: (B, N) presence logits, any float dtype (computed in float32).
+        present: (B, N) bool, True where the queried object is in the image.
+        valid: (B, N) bool, False for padding slots.
+    Returns:
+        scalar float32 tensor.
+    """
+    if presence.shape != present.shape or presence.shape != valid.shape:
+        raise ValueError(
+            "presence_loss needs presence, present and valid of one (B, N) shape; got "
+            f"{tuple(presence.shape)}, {tuple(present.shape)} and {tuple(valid.shape)}."
+        )
+    valid = valid.bool()
+    return F.binary_cross_entropy_with_logits(presence[valid].float(), present[valid].float())

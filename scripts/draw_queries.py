@@ -1,0 +1,115 @@
+"""The pictures of docs/RESULTS.md's "beyond the paper" sections, from truth-set renders and their stored maps.
+
+    OMP_NUM_THREADS=1 python scripts/draw_queries.py --bench <bench> --objects <folder of truth-*-n3/n4 sets> \\
+        --negatives <checkpoint> --subtract <checkpoint>
+
+1. docs/absent_objects.png: a render asked for its two objects and one it does not contain, answered by
+   the shipped checkpoint (no presence output: it paints a mask) and by the model trained with negatives.
+2. docs/overlap.png: a render whose objects share a word, grounded without and with subtraction.
+3. docs/object_counts.png: renders of 1, 3 and 4 objects grounded by the shipped checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from groundiff.data.batching import ClassEmbedder
+from groundiff.data.records import SampleRecord
+from groundiff.data.sets import open_set
+from groundiff.evaluation.overlap import shares_a_word
+from groundiff.miniworld.weights import GROUNDING_DIR
+from groundiff.model import GroundingModel
+from groundiff.model.checkpoint import load_grounding_model
+from groundiff.sd.pipelines import load_text_components
+from groundiff.visualize import legend_handles, overlay, plt, save_figure
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+class Grounder:
+    """A checkpoint with its class embedder, answering queries about one stored record."""
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.model, meta = load_grounding_model(checkpoint)
+        self.embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
+
+    @torch.no_grad()
+    def answer(self, record: SampleRecord, queries: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:
+        """Per query: its (S, S) bool mask and whether it was found."""
+        features = {name: t[None].float() for name, t in record.features.items()}
+        output = GroundingModel.answer(self.model, features, self.embedder(list(queries))[None])
+        masks = (output.logits[0].sigmoid() > 0.5).numpy()
+        present = [True] * len(queries) if output.presence is None else (output.presence[0] > 0).tolist()
+        found = [bool(mask.any()) and is_present for mask, is_present in zip(masks, present, strict=True)]
+        return [mask & keep for mask, keep in zip(masks, found, strict=True)], found
+
+
+def panel(axis, image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], title: str) -> None:
+    axis.imshow(overlay(image, list(masks)), interpolation="nearest")
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=8)
+    axis.legend(handles=legend_handles(list(labels)), fontsize=6, loc="lower right")
+
+
+def labelled(queries: Sequence[str], found: Sequence[bool]) -> list[str]:
+    return [name if hit else f"{name}: not found" for name, hit in zip(queries, found, strict=True)]
+
+
+def draw_absent(shipped: Grounder, negatives: Grounder, records: list[SampleRecord], out: Path) -> Path:
+    figure, axes = plt.subplots(len(records), 2, figsize=(6, 3 * len(records)), squeeze=False)
+    for row, record in enumerate(records):
+        absent = next(name for name in ("green disc", "red cross", "blue ring") if name not in record.classes)
+        queries = [*record.classes, absent]
+        for axis, (name, grounder) in zip(
+            axes[row], (("shipped (paper's method)", shipped), ("with negatives", negatives)), strict=True
+        ):
+            masks, found = grounder.answer(record, queries)
+            panel(axis, record.image, masks, labelled(queries, found), f"{name}: asked for {absent!r} too")
+    return save_figure(figure, out)
+
+
+def draw_overlap(shipped: Grounder, subtract: Grounder, records: list[SampleRecord], out: Path) -> Path:
+    figure, axes = plt.subplots(len(records), 3, figsize=(9, 3 * len(records)), squeeze=False)
+    for row, record in enumerate(records):
+        panel(axes[row][0], record.image, record.masks, record.classes, "exact masks")
+        for axis, (name, grounder) in zip(
+            axes[row][1:], (("without subtraction", shipped), ("with subtraction", subtract)), strict=True
+        ):
+            masks, found = grounder.answer(record, record.classes)
+            panel(axis, record.image, masks, labelled(record.classes, found), name)
+    return save_figure(figure, out)
+
+
+def draw_counts(shipped: Grounder, records: list[SampleRecord], out: Path) -> Path:
+    figure, axes = plt.subplots(2, len(records), figsize=(3 * len(records), 6), squeeze=False)
+    for column, record in enumerate(records):
+        panel(axes[0][column], record.image, record.masks, record.classes, f"{len(record.classes)} objects: exact")
+        masks, found = shipped.answer(record, record.classes)
+        panel(axes[1][column], record.image, masks, labelled(record.classes, found), "shipped checkpoint")
+    return save_figure(figure, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", type=Path, required=True)
+    parser.add_argument("--objects", type=Path, required=True)
+    parser.add_argument("--negatives", type=Path, required=True)
+    parser.add_argument("--subtract", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    shipped = Grounder(GROUNDING_DIR)
+    seen = open_set(str(args.bench / "truth-test-seen"))
+    draw_absent(shipped, Grounder(args.negatives), [seen[i] for i in (0, 1)], REPOSITORY / "docs/absent_objects.png")
+    sharing = [seen[i] for i in range(len(seen)) if shares_a_word(seen[i].classes)][:2]
+    draw_overlap(shipped, Grounder(args.subtract), sharing, REPOSITORY / "docs/overlap.png")
+    counts = [open_set(str(args.objects / f"truth-test-seen-n{n}"))[0] for n in (1, 3, 4)]
+    draw_counts(shipped, counts, REPOSITORY / "docs/object_counts.png")
+
+
+if __name__ == "__main__":
+    main()

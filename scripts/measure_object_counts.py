@@ -1,0 +1,65 @@
+"""docs/results/object_counts.json: mIoU by the number of objects per image, on renders with exact masks.
+
+    OMP_NUM_THREADS=1 python scripts/measure_object_counts.py --sets <folder> --bench <bench> \\
+        --models "shipped=src/groundiff/miniworld/weights/grounding"
+
+`<folder>` holds truth sets made by `groundiff truth-set --objects-per-prompt N --num-samples 300`
+named `truth-{kind}-n{N}` for N = 1, 3, 4; the bench's own truth sets (1,000 renders) are N = 2. Each
+model is scored with `evaluate_checkpoint` beside its floor (predict every pixel) and ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from groundiff.evaluation.evaluate import evaluate_checkpoint
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+KINDS = ("test-seen", "test-unseen")
+
+
+def _row(result: dict[str, Any]) -> dict[str, Any]:
+    references = result["references"]
+    return {
+        "miou": result["miou"],
+        "miou_ci95": result["miou_ci95"],
+        "samples": result["samples"],
+        "predict_everything": references["predict_everything"]["miou"],
+        "oracle": references["oracle"]["miou"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sets", type=Path, required=True, help="folder of truth-{kind}-n{N} sets")
+    parser.add_argument("--bench", type=Path, required=True, help="the bench (its truth-{kind} sets are N = 2)")
+    parser.add_argument("--models", required=True, help="name=checkpoint,...")
+    parser.add_argument("--counts", default="1,2,3,4")
+    parser.add_argument("--work", type=Path, default=Path("runs/object-counts"))
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs/results/object_counts.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    models: dict[str, Any] = {}
+    for name, checkpoint in (item.split("=", 1) for item in args.models.split(",")):
+        rows: dict[str, Any] = {}
+        for count in (int(c) for c in args.counts.split(",")):
+            folders = [
+                args.bench / f"truth-{kind}" if count == 2 else args.sets / f"truth-{kind}-n{count}" for kind in KINDS
+            ]
+            report = evaluate_checkpoint(Path(checkpoint), folders, args.work / name / f"n{count}.json")
+            rows[str(count)] = {kind.removeprefix("truth-"): _row(result) for kind, result in report.results.items()}
+            print(name, count, {k: round(v["miou"], 1) for k, v in rows[str(count)].items()}, flush=True)
+        models[name] = {"checkpoint": checkpoint, "objects": rows}
+    document = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "seed": 0, "threads": 1, "models": models}
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

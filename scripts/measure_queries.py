@@ -1,0 +1,92 @@
+"""docs/results/queries.json: how grounding models answer absent objects, and how much their masks overlap.
+
+    OMP_NUM_THREADS=1 python scripts/measure_queries.py --bench <bench> \\
+        --models "shipped=src/groundiff/miniworld/weights/grounding,negatives=runs/negatives/best"
+
+For every model and every test set of the bench (generated sets against the labeler, truth sets
+against exact masks): the usual mIoU (present objects only); the gRefCOCO figures when each image
+is also asked for one class of the same set that it does not contain (N-acc, T-acc, and the mIoU of
+the present queries asked beside it; `groundiff.evaluation.absent`); and the pixels two objects both
+claim, for pairs that share a word and the rest (`groundiff.evaluation.overlap`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from groundiff.data import GroundingDataset
+from groundiff.data.batching import ClassEmbedder
+from groundiff.data.sets import open_set
+from groundiff.evaluation.absent import evaluate_absent_queries, set_classes
+from groundiff.evaluation.evaluate import evaluate_dataset, set_kind
+from groundiff.evaluation.overlap import evaluate_overlap
+from groundiff.model.checkpoint import load_grounding_model
+from groundiff.sd.pipelines import load_text_components
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SETS = ("test-seen", "test-mixed", "test-unseen", "truth-test-seen", "truth-test-mixed", "truth-test-unseen")
+SEED = 0
+
+
+def measure_model(checkpoint: Path, bench: Path) -> dict[str, Any]:
+    model, meta = load_grounding_model(checkpoint)
+    embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
+    rows: dict[str, Any] = {}
+    for name in SETS:
+        folder = bench / name
+        dataset = open_set(str(folder))
+        pool = set_classes(GroundingDataset([folder], features=False))
+        present_only = evaluate_dataset(model, dataset, embedder)
+        absent = evaluate_absent_queries(model, dataset, embedder, pool, seed=SEED)
+        rows[set_kind(folder)] = {
+            "miou": present_only["miou"],
+            "miou_ci95": present_only["miou_ci95"],
+            "absent": {key: value for key, value in absent.items() if key not in ("per_class", "pool")},
+            "overlap": evaluate_overlap(model, dataset, embedder),
+        }
+    return {
+        "checkpoint": str(checkpoint),
+        "presence_head": model.presence_head is not None,
+        "negative_fraction": meta.train_config.get("negative_fraction", 0.0),
+        "template": meta.template,
+        "subtract_others": meta.subtract_others,
+        "best_epoch": meta.epoch,
+        "sets": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", type=Path, required=True, help="folder with the test and truth-test sets")
+    parser.add_argument("--models", required=True, help="name=checkpoint,... (first: the baseline)")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs/results/queries.json")
+    parser.add_argument("--update", action="store_true", help="keep the other models already in --out")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    models = dict(item.split("=", 1) for item in args.models.split(","))
+    earlier = json.loads(args.out.read_text()) if args.update and args.out.exists() else {"models": {}, "commands": []}
+    results: dict[str, Any] = earlier["models"]
+    for name, checkpoint in models.items():
+        start = time.perf_counter()
+        results[name] = measure_model(Path(checkpoint), args.bench)
+        print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
+    document = {
+        "commands": [*earlier.get("commands", []), "OMP_NUM_THREADS=1 python " + " ".join(sys.argv)],
+        "seed": SEED,
+        "threads": 1,
+        "bench": str(args.bench),
+        "models": results,
+    }
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
