@@ -35,6 +35,15 @@ def _row(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def table_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, object count), for the docs' table."""
+    return [
+        {"model": name, "objects": int(count), **{kind: row[kind] for kind in ("test-seen", "test-unseen")}}
+        for name, model in models.items()
+        for count, row in model["objects"].items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", type=Path, required=True, help="folder of truth-{kind}-n{N} sets")
@@ -56,7 +65,13 @@ def main() -> None:
             rows[str(count)] = {kind.removeprefix("truth-"): _row(result) for kind, result in report.results.items()}
             print(name, count, {k: round(v["miou"], 1) for k, v in rows[str(count)].items()}, flush=True)
         models[name] = {"checkpoint": checkpoint, "objects": rows}
-    document = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "seed": 0, "threads": 1, "models": models}
+    document = {
+        "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
+        "seed": 0,
+        "threads": 1,
+        "models": models,
+        "rows": table_rows(models),
+    }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {args.out}")
 

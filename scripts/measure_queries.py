@@ -35,11 +35,11 @@ SETS = ("test-seen", "test-mixed", "test-unseen", "truth-test-seen", "truth-test
 SEED = 0
 
 
-def measure_model(checkpoint: Path, bench: Path) -> dict[str, Any]:
+def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, Any]:
     model, meta = load_grounding_model(checkpoint)
     embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
     rows: dict[str, Any] = {}
-    for name in SETS:
+    for name in sets:
         folder = bench / name
         dataset = open_set(str(folder))
         pool = set_classes(GroundingDataset([folder], features=False))
@@ -62,12 +62,28 @@ def measure_model(checkpoint: Path, bench: Path) -> dict[str, Any]:
     }
 
 
+def table_rows(models: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Rows for the docs' tables: absent queries and overlap, per (model, truth set)."""
+    absent, overlap = [], []
+    for name, model in models.items():
+        for kind, row in model["sets"].items():
+            if not kind.startswith("truth-"):
+                continue
+            absent.append({"model": name, "set": kind, "miou": row["miou"], **row["absent"]})
+            groups = row["overlap"]
+            overlap.append(
+                {"model": name, "set": kind, "share": groups["share a word"], "rest": groups["share no word"]}
+            )
+    return {"absent": absent, "overlap": overlap}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bench", type=Path, required=True, help="folder with the test and truth-test sets")
     parser.add_argument("--models", required=True, help="name=checkpoint,... (first: the baseline)")
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs/results/queries.json")
     parser.add_argument("--update", action="store_true", help="keep the other models already in --out")
+    parser.add_argument("--sets", default=",".join(SETS), help="which of the bench's test sets")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = dict(item.split("=", 1) for item in args.models.split(","))
@@ -75,7 +91,7 @@ def main() -> None:
     results: dict[str, Any] = earlier["models"]
     for name, checkpoint in models.items():
         start = time.perf_counter()
-        results[name] = measure_model(Path(checkpoint), args.bench)
+        results[name] = measure_model(Path(checkpoint), args.bench, args.sets.split(","))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     document = {
         "commands": [*earlier.get("commands", []), "OMP_NUM_THREADS=1 python " + " ".join(sys.argv)],
@@ -83,6 +99,7 @@ def main() -> None:
         "threads": 1,
         "bench": str(args.bench),
         "models": results,
+        "rows": table_rows(results),
     }
     args.out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -83,7 +83,7 @@ def test_the_presence_head_answers_per_query_and_leaves_the_masks_alone():
         single = with_head.answer({k: v[:1] for k, v in maps.items()}, queries[:1]).presence
     assert torch.allclose(single, output.presence[:1], atol=1e-5)
     assert sum(p.numel() for p in with_head.parameters()) - sum(p.numel() for p in plain.parameters()) == (
-        with_head.presence_head.linear.weight.numel() + 1
+        sum(p.numel() for p in with_head.presence_head.parameters())
     )
 
 
@@ -181,3 +181,31 @@ def test_a_checkpoint_without_the_field_loads_without_a_head():
     data = model.config.to_dict()
     data.pop("presence_head")  # checkpoints written before the presence head existed
     assert TINY_CONFIG.__class__.from_dict(data).presence_head is False
+
+
+def test_a_negative_query_is_learnt_with_bce_alone():
+    from groundiff.training.losses import bce_loss, grounding_loss
+
+    logits = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    targets = torch.zeros(1, 2, 8, 8)
+    targets[0, 0, 2:5, 2:5] = 1
+    valid = torch.ones(1, 2, dtype=torch.bool)
+    present = torch.tensor([[True, False]])
+    mixed = grounding_loss("bce+logcosh-dice", logits, targets, valid, present)
+    by_hand = (
+        grounding_loss("bce+logcosh-dice", logits[:, :1], targets[:, :1], valid[:, :1])
+        + bce_loss(logits[0, 1:], targets[0, 1:])[0]
+    ) / 2
+    assert mixed.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert grounding_loss("bce+logcosh-dice", logits, targets, valid, valid).item() == pytest.approx(
+        grounding_loss("bce+logcosh-dice", logits, targets, valid).item()
+    )
+
+
+def test_the_presence_loss_never_reaches_the_mask_layers():
+    # Regression: through the shared decoder the presence loss took it over and cost the masks ~10 points.
+    model = tiny_model(TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "presence_head": True})).train()
+    output = model.answer(features(TINY_SHAPES, 2), embeddings(2, 3))
+    output.presence.sum().backward()
+    reached = [name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert reached and all(name.startswith("presence_head.") for name in reached)

@@ -95,6 +95,22 @@ def test_three_objects_and_a_class_override(sd1_pipe, tmp_path):
         assert record.meta["prompt"].count(" and a ") == 2 and len(record.masks) == 3
 
 
+def test_a_mix_of_object_counts_draws_each_count_and_keeps_the_pair_sets_unchanged(sd1_pipe, tmp_path):
+    from groundiff.generation.sampling import draw_count
+
+    assert [draw_count(2, None, seed) for seed in range(5)] == [2] * 5
+    counts = [draw_count(1, 4, seed) for seed in range(400)]
+    assert set(counts) == {1, 2, 3, 4} and all(60 < counts.count(n) < 140 for n in (1, 2, 3, 4))
+    cfg = config(tmp_path / "mix", set="train", num_samples=8, objects_per_prompt=1, max_objects_per_prompt=3)
+    generate(cfg, sd1_pipe)
+    records = by_index(tmp_path / "mix").values()
+    assert {len(r.classes) for r in records} <= {1, 2, 3} and len({len(r.classes) for r in records}) > 1
+    assert all(len(r.masks) == len(r.classes) == r.meta["prompt"].count(" a ") for r in records)
+    assert "max_objects_per_prompt" not in config(tmp_path / "pairs").content()  # older sets still match
+    with pytest.raises(ValueError, match="below objects_per_prompt"):
+        config(tmp_path / "bad", objects_per_prompt=3, max_objects_per_prompt=2)
+
+
 def test_a_truncated_shard_is_named_with_the_fix(sd1_pipe, tmp_path):
     generate(config(tmp_path / "set"), sd1_pipe)
     shard = sorted((tmp_path / "set").glob("*.tar"))[0]

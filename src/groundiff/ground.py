@@ -238,7 +238,7 @@ def ground(
         for step, blocks in output.features.maps.items()
         for block, t in blocks.items()
     }
-    return _predict(pipe, model, meta, prompt, output.images[0], maps, names)
+    return ground_maps(pipe, model, meta, prompt, output.images[0], maps, names)
 
 
 def ground_image(
@@ -292,10 +292,10 @@ def ground_image(
             capture=capture,
         )
     maps = {name: t[None] for name, t in output.features.flat(0).items()}  # (1, C, h, w)
-    return _predict(pipe, model, meta, prompt, image, maps, names)
+    return ground_maps(pipe, model, meta, prompt, image, maps, names)
 
 
-def _predict(
+def ground_maps(
     pipe: Any,
     model: GroundingModel,
     meta: CheckpointMeta,
@@ -304,7 +304,8 @@ def _predict(
     maps: dict[str, torch.Tensor],
     names: list[str],
 ) -> GroundingResult:
-    """Masks of `names` from one image's captured maps (`step{S}.{block}` → (1, C, h, w)), at the image's size."""
+    """Masks of `names` from one image's captured maps (`step{S}.{block}` → (1, C, h, w)), at the image's
+    size; an object the model answers "not found" (see `GroundingResult.found`) gets an empty mask."""
     import torch
     import torch.nn.functional as F
 

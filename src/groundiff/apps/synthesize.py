@@ -117,7 +117,7 @@ class GroundingLabeler:
         self.pipe, self.model, self.meta, self.min_area = pipe, model, meta, min_area
 
     def label_records(self, records: Sequence[Any]) -> list[Any]:
-        from groundiff.ground import _predict
+        from groundiff.ground import ground_maps
         from groundiff.labeling.base import LabelResult
 
         results = []
@@ -129,7 +129,7 @@ class GroundingLabeler:
                     f"expects ({self.meta.feature_shapes}); label a set generated with the checkpoint's capture "
                     f"settings and feature storage 'maps'."
                 )
-            grounded = _predict(
+            grounded = ground_maps(
                 self.pipe, self.model, self.meta, record.meta["prompt"], record.image, maps, record.classes
             )
             result = LabelResult()

@@ -42,6 +42,9 @@ class GenerateConfig:
     classes: tuple[str, ...] | None = option(None, "comma-separated classes this set draws from (default: all)")
     num_samples: int | None = option(None, "kept samples (default: 10000 for train, 1000 otherwise)")
     objects_per_prompt: int = option(2, "distinct classes per prompt")
+    max_objects_per_prompt: int | None = option(
+        None, "if set, each prompt names a uniform count in [objects_per_prompt, this] (a mix of object counts)"
+    )
     template: str = option(PROMPT_TEMPLATES["generation"], "generation prompt with {x} and {y}")
     seed: int = option(0, "set seed; sample i depends only on (seed, set, i, attempt)")
     steps: int | None = option(None, "denoising steps (default: the world's; 50 for Stable Diffusion)")
@@ -77,6 +80,13 @@ class GenerateConfig:
         for name in ("num_samples", "steps", "batch_size", "samples_per_shard", "max_attempts", "objects_per_prompt"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.set == "test-mixed" and self.objects_per_prompt < 2:
+            raise ValueError("A test-mixed set names a seen and an unseen class in every prompt: objects_per_prompt >= 2.")
+        if self.max_objects_per_prompt is not None and self.max_objects_per_prompt < self.objects_per_prompt:
+            raise ValueError(
+                f"max_objects_per_prompt ({self.max_objects_per_prompt}) is below objects_per_prompt "
+                f"({self.objects_per_prompt}); give a range such as --objects-per-prompt 1 --max-objects-per-prompt 4."
+            )
         PromptTemplate(self.template)
         parse_dtype(self.feature_dtype)
         if self.feature_storage not in FEATURE_STORAGE:
@@ -87,6 +97,8 @@ class GenerateConfig:
     def content(self) -> dict[str, Any]:
         """The fields that decide the samples; a resumed set must match them exactly."""
         values = dataclasses.asdict(self)
+        if values["max_objects_per_prompt"] is None:
+            del values["max_objects_per_prompt"]  # sets made before the field existed stay the same sets
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k not in EXECUTION_FIELDS}
 
     def capture(self) -> CaptureConfig:

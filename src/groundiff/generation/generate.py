@@ -29,7 +29,7 @@ from groundiff.data.shards import TEMP_SUFFIX, BackgroundWriter, ShardError, Sha
 from groundiff.data.vocabulary import ClassSplit, load_split
 from groundiff.files import FolderBusyError, hold_lock, is_locked
 from groundiff.generation.config import GenerateConfig
-from groundiff.generation.sampling import ClassPools, attempt_seed, class_pools, draw_classes
+from groundiff.generation.sampling import ClassPools, attempt_seed, class_pools, draw_classes, draw_count
 from groundiff.labeling.base import Labeler, LabelResult
 from groundiff.sd.dtypes import parse_dtype
 from groundiff.sd.pipelines import load_pipeline
@@ -83,7 +83,7 @@ def generate_set(
     if workers < 1 or not 0 <= worker < workers:
         raise ValueError(f"Worker {worker} of {workers} does not exist; use workers >= 1 and 0 <= worker < workers.")
     split = load_split(config.vocabulary)
-    pools = class_pools(split, config.set, config.classes, config.objects_per_prompt)
+    pools = class_pools(split, config.set, config.classes, config.max_objects_per_prompt or config.objects_per_prompt)
     folder = Path(config.out)
     check_folder(folder, config.content())
 
@@ -218,7 +218,8 @@ class _SetGenerator:
         (each with a failure entry and its next attempt number)."""
         config = self.config
         seeds = [attempt_seed(config.seed, config.set, p.index, p.attempt) for p in batch]
-        classes = [draw_classes(self.pools, config.objects_per_prompt, seed) for seed in seeds]
+        counts = [draw_count(config.objects_per_prompt, config.max_objects_per_prompt, seed) for seed in seeds]
+        classes = [draw_classes(self.pools, count, seed) for count, seed in zip(counts, seeds, strict=True)]
         prompts = [self.template.format(c)[0] for c in classes]
         output = generate_with_features(
             self.pipe, prompts, seeds, settings=self.settings, capture=config.capture(), attention=config.attention_maps

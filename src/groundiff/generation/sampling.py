@@ -68,6 +68,14 @@ def class_pools(split: ClassSplit, set_kind: str, classes: Sequence[str] | None,
     return pools
 
 
+def draw_count(fewest: int, most: int | None, seed: int) -> int:
+    """How many objects an attempt names: `fewest`, or uniform in [fewest, most] when `most` is set."""
+    if most is None or most == fewest:
+        return fewest
+    # A stream of its own (the seed's second word), so that the classes drawn from `seed` stay as they were.
+    return int(np.random.default_rng([seed, 1]).integers(fewest, most + 1))
+
+
 def draw_classes(pools: ClassPools, objects: int, seed: int) -> tuple[str, ...]:
     """`objects` distinct classes in random order; mixed pools give at least one seen and one unseen."""
     rng = np.random.default_rng(seed)

@@ -329,7 +329,7 @@ class _Trainer:
             # Mixed precision on CUDA (bf16 where supported); CPU runs in float32.
             with torch.autocast("cuda", dtype=amp_dtype(), enabled=self.device.type == "cuda"):
                 output = self.forward_model(batch.features, batch.embeddings, ~batch.valid)
-            loss = grounding_loss(self.config.loss, output["logits"].float(), batch.targets, batch.valid)
+            loss = grounding_loss(self.config.loss, output["logits"].float(), batch.targets, batch.valid, batch.present)
             if "presence" in output:
                 loss = loss + presence_loss(output["presence"], batch.present, batch.valid)
             if not torch.isfinite(loss):

@@ -48,7 +48,13 @@ LOSSES: dict[str, PairLoss] = {
 DEFAULT_LOSS = "bce+logcosh-dice"
 
 
-def grounding_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def grounding_loss(
+    name: str,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    valid: torch.Tensor,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Loss `name` averaged over the valid (image, class) pairs.
 
     Args:
@@ -56,6 +62,9 @@ def grounding_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, valid
         logits: (B, N, H, W) mask logits, any float dtype (computed in float32).
         targets: (B, N, H, W) ground-truth masks, float or bool in {0, 1}.
         valid: (B, N) bool, False for padding slots.
+        present: (B, N) bool, False for negative queries (objects not in the image); None = all present.
+            A negative's empty target is learnt with BCE alone: its Dice term stays near 1 unless every
+            pixel's probability is exactly 0, and chasing that would shrink the present objects' masks.
     Returns:
         scalar float32 tensor.
     Raises:
@@ -72,6 +81,9 @@ def grounding_loss(name: str, logits: torch.Tensor, targets: torch.Tensor, valid
     if not valid.any():
         raise ValueError("grounding_loss got no valid (image, class) pair: every slot of `valid` is False.")
     per_pair = LOSSES[name](logits[valid].float(), targets[valid].float())  # (P,)
+    if present is not None:
+        negative = ~present.bool()[valid]  # (P,)
+        per_pair = torch.where(negative, bce_loss(logits[valid].float(), targets[valid].float()), per_pair)
     return per_pair.mean()
 
 
