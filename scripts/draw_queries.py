@@ -69,7 +69,7 @@ def draw_absent(shipped: Grounder, negatives: Grounder, records: list[SampleReco
             axes[row], (("shipped (paper's method)", shipped), ("with negatives", negatives)), strict=True
         ):
             masks, found = grounder.answer(record, queries)
-            panel(axis, record.image, masks, labelled(queries, found), f"{name}: asked for {absent!r} too")
+            panel(axis, record.image, masks, labelled(queries, found), f"{name}\nasked also for {absent!r}")
     return save_figure(figure, out)
 
 

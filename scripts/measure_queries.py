@@ -69,7 +69,7 @@ def table_rows(models: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         for kind, row in model["sets"].items():
             if not kind.startswith("truth-"):
                 continue
-            absent.append({"model": name, "set": kind, "miou": row["miou"], **row["absent"]})
+            absent.append({"model": name, "set": kind, "miou": row["miou"], "absent": row["absent"]})
             groups = row["overlap"]
             overlap.append(
                 {"model": name, "set": kind, "share": groups["share a word"], "rest": groups["share no word"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,15 @@ import pytest
 import torch
 
 from conftest import config, generate
+from groundiff.cli import main
 from groundiff.data.batching import NegativeQueries, collate
 from groundiff.data.records import SampleRecord
 from groundiff.evaluation.absent import evaluate_absent_queries
 from groundiff.evaluation.metrics import proportion_ci95
+from groundiff.ground import ground
 from groundiff.model import build_grounding_model
-from groundiff.model.checkpoint import load_grounding_model
+from groundiff.model.checkpoint import load_grounding_model, save_checkpoint
+from groundiff.sd.pipelines import load_pipeline
 from groundiff.training.config import TrainConfig
 from groundiff.training.loop import train
 from groundiff.training.losses import presence_loss
@@ -151,9 +155,9 @@ def test_n_acc_and_t_acc_count_not_found_answers():
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory, sd1_pipe) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("absent")
-    for kind, size in {"train": 8, "val": 4}.items():
+    for kind, size in {"train": 8, "val": 4, "test-seen": 4}.items():
         generate(config(root / kind, set=kind, num_samples=size, samples_per_shard=8), sd1_pipe)
-    return {kind: root / kind for kind in ("train", "val")}
+    return {kind: root / kind for kind in ("train", "val", "test-seen")}
 
 
 def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, tmp_path):
@@ -174,6 +178,21 @@ def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, 
     without = TrainConfig(**{**vars(run), "out": str(tmp_path / "plain"), "negative_fraction": 0.0})
     plain, _ = load_grounding_model(train(without).out / "best")
     assert plain.presence_head is None
+
+    # A presence output that says "absent" for everything: `ground` answers "not found" with empty masks,
+    # the CLI says so, and `evaluate --absent-queries` reports N-acc 100.
+    with torch.no_grad():
+        model.presence_head.mlp[-1].bias.fill_(-1e4)
+    sd1 = load_pipeline("tiny-sd1")
+    result = ground(sd1, model, meta, "a photograph of a dog and a sofa", objects=["dog", "sofa"])
+    assert result.found == {"dog": False, "sofa": False} and not any(m.any() for m in result.masks.values())
+    assert result.presence is not None and max(result.presence.values()) < 1e-6
+    save_checkpoint(tmp_path / "never", model, meta)
+    out = tmp_path / "absent.json"
+    arguments = ["--checkpoint", str(tmp_path / "never"), "--data", str(small_sets["test-seen"]), "--out", str(out)]
+    assert main(["evaluate", *arguments, "--absent-queries"]) == 0
+    absent = json.loads(out.read_text())["test-seen"]["absent"]
+    assert absent["n_acc"] == 100.0 and absent["t_acc"] == 0.0 and absent["queries"]["absent"] == 4
 
 
 def test_a_checkpoint_without_the_field_loads_without_a_head():

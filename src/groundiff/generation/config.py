@@ -81,7 +81,9 @@ class GenerateConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.set == "test-mixed" and self.objects_per_prompt < 2:
-            raise ValueError("A test-mixed set names a seen and an unseen class in every prompt: objects_per_prompt >= 2.")
+            raise ValueError(
+                "A test-mixed set names a seen and an unseen class in every prompt; set objects_per_prompt >= 2."
+            )
         if self.max_objects_per_prompt is not None and self.max_objects_per_prompt < self.objects_per_prompt:
             raise ValueError(
                 f"max_objects_per_prompt ({self.max_objects_per_prompt}) is below objects_per_prompt "
