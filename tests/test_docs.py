@@ -19,7 +19,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO_ROOT / "docs" / "templates"
 
 # Decimal numbers a template may spell out: versions and model names, and one default setting.
-ALLOWED_DECIMALS = ("Python ≥ 3.11", "diffusers>=0.42", "SD 1.5", "SD 2.1", "dropout 0.1", "CFG 7.5", "127.0.0.1")
+ALLOWED_DECIMALS = (
+    "Python ≥ 3.11",
+    "diffusers>=0.42",
+    "SD 1.5",
+    "SD 2.1",
+    "dropout 0.1",
+    "CFG 7.5",
+    "127.0.0.1",
+    "--negative-fraction 0.5",  # a setting, not a measurement
+)
 DECIMAL = re.compile(r"\d+\.\d+")
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 FENCED_CODE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
