@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from groundiff.data.batching import ClassEmbedder
+from groundiff.data.batching import ClassEmbedder, collate
 from groundiff.data.records import SampleRecord
 from groundiff.data.sets import open_set
+from groundiff.evaluation.evaluate import predict
 from groundiff.evaluation.overlap import shares_a_word
 from groundiff.miniworld.weights import GROUNDING_DIR
-from groundiff.model import GroundingModel
 from groundiff.model.checkpoint import load_grounding_model
 from groundiff.sd.pipelines import load_text_components
 from groundiff.visualize import legend_handles, overlay, plt, save_figure
@@ -38,15 +38,11 @@ class Grounder:
         self.model, meta = load_grounding_model(checkpoint)
         self.embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
 
-    @torch.no_grad()
     def answer(self, record: SampleRecord, queries: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:
-        """Per query: its (S, S) bool mask and whether it was found."""
-        features = {name: t[None].float() for name, t in record.features.items()}
-        output = GroundingModel.answer(self.model, features, self.embedder(list(queries))[None])
-        masks = (output.logits[0].sigmoid() > 0.5).numpy()
-        present = [True] * len(queries) if output.presence is None else (output.presence[0] > 0).tolist()
-        found = [bool(mask.any()) and is_present for mask, is_present in zip(masks, present, strict=True)]
-        return [mask & keep for mask, keep in zip(masks, found, strict=True)], found
+        """Per query: its (S, S) bool mask, empty where the model answers "not found", and whether it was found."""
+        asked = SampleRecord(record.index, record.image, record.features, [], {**record.meta, "classes": list(queries)})
+        masks = predict(self.model, collate([asked], self.embedder, self.model.config.mask_size))[0].numpy()
+        return list(masks), [bool(mask.any()) for mask in masks]
 
 
 def panel(axis, image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], title: str) -> None:

@@ -1,7 +1,7 @@
 """docs/results/object_counts.json: mIoU by the number of objects per image, on renders with exact masks.
 
     OMP_NUM_THREADS=1 python scripts/measure_object_counts.py --sets <folder> --bench <bench> \\
-        --models "shipped=src/groundiff/miniworld/weights/grounding"
+        --models "shipped=src/groundiff/miniworld/weights/grounding"   # --update adds models to the file
 
 `<folder>` holds truth sets made by `groundiff truth-set --objects-per-prompt N --num-samples 300`
 named `truth-{kind}-n{N}` for N = 1, 3, 4; the bench's own truth sets (1,000 renders) are N = 2. Each
@@ -11,14 +11,13 @@ model is scored with `evaluate_checkpoint` beside its floor (predict every pixel
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from groundiff.evaluation.evaluate import evaluate_checkpoint
+from result_files import write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 KINDS = ("test-seen", "test-unseen")
@@ -52,6 +51,7 @@ def main() -> None:
     parser.add_argument("--counts", default="1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("runs/object-counts"))
     parser.add_argument("--out", type=Path, default=REPOSITORY / "docs/results/object_counts.json")
+    parser.add_argument("--update", action="store_true", help="keep the other models already in --out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     models: dict[str, Any] = {}
@@ -65,15 +65,7 @@ def main() -> None:
             rows[str(count)] = {kind.removeprefix("truth-"): _row(result) for kind, result in report.results.items()}
             print(name, count, {k: round(v["miou"], 1) for k, v in rows[str(count)].items()}, flush=True)
         models[name] = {"checkpoint": checkpoint, "objects": rows}
-    document = {
-        "command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv),
-        "seed": 0,
-        "threads": 1,
-        "models": models,
-        "rows": table_rows(models),
-    }
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, models, table_rows, update=args.update, seed=0, threads=1)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ claim, for pairs that share a word and the rest (`groundiff.evaluation.overlap`)
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from groundiff.evaluation.evaluate import evaluate_dataset, set_kind
 from groundiff.evaluation.overlap import evaluate_overlap
 from groundiff.model.checkpoint import load_grounding_model
 from groundiff.sd.pipelines import load_text_components
+from result_files import write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SETS = ("test-seen", "test-mixed", "test-unseen", "truth-test-seen", "truth-test-mixed", "truth-test-unseen")
@@ -87,22 +86,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = dict(item.split("=", 1) for item in args.models.split(","))
-    earlier = json.loads(args.out.read_text()) if args.update and args.out.exists() else {"models": {}, "commands": []}
-    results: dict[str, Any] = earlier["models"]
+    results: dict[str, Any] = {}
     for name, checkpoint in models.items():
         start = time.perf_counter()
         results[name] = measure_model(Path(checkpoint), args.bench, args.sets.split(","))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
-    document = {
-        "commands": [*earlier.get("commands", []), "OMP_NUM_THREADS=1 python " + " ".join(sys.argv)],
-        "seed": SEED,
-        "threads": 1,
-        "bench": str(args.bench),
-        "models": results,
-        "rows": table_rows(results),
-    }
-    args.out.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, results, table_rows, update=args.update, seed=SEED, threads=1, bench=str(args.bench))
 
 
 if __name__ == "__main__":
