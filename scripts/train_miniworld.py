@@ -2,8 +2,9 @@
 
     python scripts/train_miniworld.py <part> [--resume] [--minutes M] [--steps N]
 
-Parts, in the order they depend on each other: vae, clip, unet, labeler, then publish (writes the weights
-into this checkout's src/groundiff/miniworld/weights/ unless --weights-dir says otherwise). See
+Parts, in the order they depend on each other: vae, clip, unet (then its versions unet-ft, unet-v2), labeler,
+then publish (writes the weights into this checkout's src/groundiff/miniworld/weights/ unless --weights-dir
+says otherwise). See
 `groundiff.miniworld.training` for what each part trains. The shipped grounding checkpoint is trained by
 `groundiff train` (recipe: src/groundiff/configs/models/miniworld-grounding.yaml) and published with
 `publish --parts grounding --grounding-checkpoint <run>/best`.
@@ -75,11 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         checkpoint_minutes=args.checkpoint_minutes,
     )
     weights = args.weights_dir or args.miniworld_dir / "weights"
-    compact = args.miniworld_dir / "checkpoints" / "unet_resume.safetensors"
+    checkpoints = args.miniworld_dir / "checkpoints"
     if config.part == "publish":
-        publish(config, args.parts.split(","), weights, compact, args.grounding_checkpoint)
-    elif config.part == "unet":
-        train_unet(config, args.pipeline_dir or weights / "pipeline", compact)
+        publish(config, args.parts.split(","), weights, checkpoints, args.grounding_checkpoint)
+    elif config.part in common.UNET_PARTS:
+        train_unet(config, weights, checkpoints, args.pipeline_dir or weights / "pipeline")
     else:
         {"vae": train_vae, "clip": train_clip, "labeler": train_labeler}[config.part](config)
     return 0

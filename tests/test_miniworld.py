@@ -157,17 +157,21 @@ def test_shipped_clip_prefers_clean_renders():
 @pytest.mark.slow
 def test_every_part_trains_resumes_and_publishes(tmp_path, monkeypatch):
     """`scripts/train_miniworld.py` end to end on 64 renders: each part for 2 steps, resumed to 3, then published
-    and loaded."""
+    and loaded; the U-Net versions resume from what was published (a fine-tune from the base it tunes)."""
+    import dataclasses
+    import json
     import runpy
 
-    from groundiff.miniworld import models
+    from diffusers import UNet2DConditionModel
+
+    from groundiff.miniworld import versions
     from groundiff.miniworld.labeler import MiniWorldLabeler
     from groundiff.miniworld.training import common
 
     train = runpy.run_path(str(Path(__file__).parents[1] / "scripts" / "train_miniworld.py"))
     monkeypatch.setattr(common, "TRAIN_SCENES", 64)
     monkeypatch.setattr(common, "EVAL_SCENES", 64)
-    monkeypatch.setattr(common, "UNET_SCENES", 64)
+    monkeypatch.setattr(versions, "VERSIONS", tuple(dataclasses.replace(v, scenes=64) for v in versions.VERSIONS))
     run = ["--run-dir", str(tmp_path / "run"), "--threads", "1", "--batch-size", "4"]
     run += ["--miniworld-dir", str(tmp_path / "package")]
     weights = ["--weights-dir", str(tmp_path / "weights")]
@@ -178,7 +182,18 @@ def test_every_part_trains_resumes_and_publishes(tmp_path, monkeypatch):
     pipeline_dir = ["--pipeline-dir", str(tmp_path / "weights" / "pipeline")]
     assert train["main"](["unet", *run, *pipeline_dir, "--steps", "2"]) == 0
     assert train["main"](["publish", *run, *weights, "--parts", "unet,labeler"]) == 0
-    state = load_training_state(tmp_path / "package" / "checkpoints" / "unet_resume.safetensors", models.build_unet())
-    assert state == 2
+    assert json.loads((tmp_path / "package" / "checkpoints" / "unet.json").read_text())["step"] == 2
+    base = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "pipeline" / "unet").state_dict()
+    for part in ("unet-ft", "unet-v2"):
+        assert train["main"]([part, *run, *weights, *pipeline_dir, "--steps", "2", "--resume"]) == 0
+    assert train["main"](["publish", *run, *weights, "--parts", "unet-ft,unet-v2"]) == 0
+    ft = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "unet-ft")
+    v2 = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "unet-v2")
+    assert v2.config.use_linear_projection and not ft.config.use_linear_projection
+    # The fine-tune started from the published base: two steps at a small learning rate stay close to it.
+    distance = max((p - base[k].float()).abs().max().item() for k, p in ft.float().state_dict().items())
+    assert 0 < distance < 0.05
+    record = json.loads((tmp_path / "package" / "checkpoints" / "unet-ft.json").read_text())
+    assert record == {"model": "miniworld-ft", "step": 2, "batch_size": 4, "seed": 0}
     labeler = MiniWorldLabeler.from_folder(tmp_path / "weights" / "labeler")
     assert len(labeler.label(render_set(0, 2).images, [["red ring"], ["blue disc"]])) == 2

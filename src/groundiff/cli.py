@@ -173,6 +173,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         attention_baseline=config.attention_baseline,
         val=[Path(v) for v in config.val or ()],
         absent_queries=config.absent_queries,
+        cross_model=config.cross_model,
     )
     print(results_table(report.results), end="")
     for path in (report.json_path, report.markdown_path, *report.pictures):

@@ -25,7 +25,12 @@ from typing import Any
 
 ENTRY_POINT_GROUP = "groundiff.worlds"
 # Worlds shipped with groundiff, as "module:attribute" so that naming one imports only its own code.
-BUILTIN_WORLDS = {"miniworld": "groundiff.miniworld.world:MINIWORLD"}
+BUILTIN_WORLDS = {
+    "miniworld": "groundiff.miniworld.world:MINIWORLD",
+    # The mini world's other U-Net versions (a fine-tune and a second version; groundiff.miniworld.versions).
+    "miniworld-ft": "groundiff.miniworld.world:MINIWORLD_FT",
+    "miniworld-v2": "groundiff.miniworld.world:MINIWORLD_V2",
+}
 
 
 @dataclass(frozen=True)

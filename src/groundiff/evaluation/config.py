@@ -27,3 +27,9 @@ class EvaluateConfig:
     absent_queries: bool = option(
         False, "also ask each image for one class it does not contain: N-acc and T-acc (gRefCOCO)", switch=True
     )
+    cross_model: bool = option(
+        False,
+        "test on sets of another diffusion model with the same text encoder and feature layout (a fine-tune, "
+        "another version), as the paper's cross-model tables do",
+        switch=True,
+    )

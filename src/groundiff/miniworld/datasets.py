@@ -15,14 +15,17 @@ TRAIN_FIRST_SEED = 0
 EVAL_FIRST_SEED = 10_000_000  # held-out scenes: no seed overlaps the training range
 
 
-def cached_render_set(cache_dir: Path, first_seed: int, count: int, *, num_objects: int = 2) -> RenderedSet:
+def cached_render_set(
+    cache_dir: Path, first_seed: int, count: int, *, num_objects: int = 2, style: str = "plain"
+) -> RenderedSet:
     """`render_set(first_seed, count)` over all 20 classes, loaded from `cache_dir` when rendered before."""
-    path = Path(cache_dir) / f"render_{first_seed}_{count}_{num_objects}.npz"
+    suffix = "" if style == "plain" else f"_{style}"  # plain sets keep the file names they were cached under
+    path = Path(cache_dir) / f"render_{first_seed}_{count}_{num_objects}{suffix}.npz"
     if path.exists():
         data = np.load(path)
         return RenderedSet(images=data["images"], labels=data["labels"], classes=data["classes"])
     log.info("rendering %d scenes from seed %d into %s", count, first_seed, path)
-    rendered = render_set(first_seed, count, num_objects=num_objects)
+    rendered = render_set(first_seed, count, num_objects=num_objects, style=style)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, images=rendered.images, labels=rendered.labels, classes=rendered.classes)

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from groundiff.miniworld.renderer import IMAGE_SIZE
+from groundiff.miniworld.versions import unet_config
 from groundiff.miniworld.vocabulary import CLASSES
 from groundiff.sd.architectures import sd_ddim_scheduler
 
@@ -69,25 +70,14 @@ def build_clip() -> CLIPModel:
     return CLIPModel(clip_config())
 
 
-def build_unet() -> UNet2DConditionModel:
-    """ε-predicting U-Net on 16×16×4 latents; cross-attention (64-wide text) at the 8×8 and 4×4 levels."""
-    return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(48, 96, 96),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
+def build_unet(architecture: str = "v1") -> UNet2DConditionModel:
+    """U-Net on 16×16×4 latents; cross-attention (64-wide text) at the 8×8 and 4×4 levels (see `versions`)."""
+    return UNet2DConditionModel(**unet_config(architecture, latent_size=LATENT_SIZE, text_width=TEXT_WIDTH))
 
 
-def build_scheduler() -> DDIMScheduler:
-    """SD 1.x's noise schedule (scaled-linear betas, 1000 steps) with DDIM sampling."""
-    return sd_ddim_scheduler("epsilon")
+def build_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    """SD's noise schedule (scaled-linear betas, 1000 steps) with DDIM sampling."""
+    return sd_ddim_scheduler(prediction_type)
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:

@@ -23,6 +23,9 @@ SUPERSAMPLE = 4  # shapes are drawn at 4× and a pixel belongs to a shape when �
 RADIUS_RANGE = (10.0, 15.0)  # circumradius in pixels: objects are 20–30 px across
 MIN_VISIBLE = 0.6  # each object keeps at least this share of its area visible under occlusion
 MAX_PLACEMENT_TRIES = 100
+# Background styles: "plain" is the world the shipped models learnt; "textured" adds stripes and grain,
+# the changed style that the fine-tuned U-Net (miniworld-ft) learns, as community fine-tunes change style.
+STYLES = ("plain", "textured")
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,17 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return (base[None, None, :] + texture + tint + gradient).astype(np.float32)
 
 
+def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 1) float32 luminance pattern of the textured style: oriented stripes plus fine grain."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    direction = rng.uniform(0, np.pi)
+    period = rng.uniform(5.0, 12.0)
+    phase = (np.cos(direction) * xs + np.sin(direction) * ys) * 2 * np.pi / period
+    stripes = np.sin(phase) * rng.uniform(0.05, 0.1)
+    grain = _smooth_noise(rng, size, 24) * rng.uniform(0.03, 0.06)
+    return (stripes + grain)[..., None].astype(np.float32)
+
+
 def _object_colour(rng: np.random.Generator, colour: str) -> tuple[float, float, float]:
     hue = (COLOUR_HUES[colour] + rng.uniform(-8, 8)) % 360 / 360
     r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.7, 1.0), rng.uniform(0.78, 1.0))
@@ -147,20 +161,25 @@ def _place_objects(
     raise RuntimeError(f"Could not place {len(class_names)} objects in a {size}×{size} image; use fewer objects.")
 
 
-def render_scene(class_names: Sequence[str], seed: int, *, size: int = IMAGE_SIZE) -> Scene:
+def render_scene(class_names: Sequence[str], seed: int, *, size: int = IMAGE_SIZE, style: str = "plain") -> Scene:
     """Render one scene holding one object of each named class, back to front in the given order.
 
     Args:
         class_names: distinct mini-world class names, e.g. `["red disc", "blue ring"]`.
-        seed: the scene is a pure function of (class_names, seed, size).
+        seed: the scene is a pure function of (class_names, seed, size, style).
         size: image side in pixels.
+        style: one of STYLES; a textured scene has the same objects as its plain twin, on another background.
     Returns:
         `Scene` with a (size, size, 3) uint8 image and one exact bool mask per class.
     """
     if len(set(class_names)) != len(class_names):
         raise ValueError(f"Class names in one scene must be distinct, got {list(class_names)}.")
+    if style not in STYLES:
+        raise ValueError(f"Unknown style {style!r}; choose one of {', '.join(STYLES)}.")
     rng = np.random.default_rng(seed)
     image = _background(rng, size)
+    if style == "textured":  # its own random stream, so the objects stay those of the plain scene
+        image = image + _texture(np.random.default_rng([seed, 2]), size)
     objects, visible = _place_objects(rng, class_names, size)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)  # (H, W) each
     for obj, mask in zip(objects, visible, strict=True):
@@ -181,11 +200,11 @@ def sample_class_names(rng: np.random.Generator, classes: Sequence[str], num_obj
 
 
 def render_random_scene(
-    seed: int, *, classes: Sequence[str] = CLASSES, num_objects: int = 2, size: int = IMAGE_SIZE
+    seed: int, *, classes: Sequence[str] = CLASSES, num_objects: int = 2, size: int = IMAGE_SIZE, style: str = "plain"
 ) -> Scene:
     """A scene of `num_objects` distinct classes drawn from `classes`, all chosen by `seed`."""
     rng = np.random.default_rng([seed, 1])
-    return render_scene(sample_class_names(rng, classes, num_objects), seed, size=size)
+    return render_scene(sample_class_names(rng, classes, num_objects), seed, size=size, style=style)
 
 
 @dataclass
@@ -209,14 +228,20 @@ class RenderedSet:
 
 
 def render_set(
-    first_seed: int, count: int, *, classes: Sequence[str] = CLASSES, num_objects: int = 2, size: int = IMAGE_SIZE
+    first_seed: int,
+    count: int,
+    *,
+    classes: Sequence[str] = CLASSES,
+    num_objects: int = 2,
+    size: int = IMAGE_SIZE,
+    style: str = "plain",
 ) -> RenderedSet:
     """Scenes for seeds first_seed … first_seed + count − 1, stacked (see `RenderedSet`)."""
     images = np.empty((count, size, size, 3), dtype=np.uint8)
     labels = np.empty((count, size, size), dtype=np.uint8)
     indices = np.empty((count, num_objects), dtype=np.int64)
     for i in range(count):
-        scene = render_random_scene(first_seed + i, classes=classes, num_objects=num_objects, size=size)
+        scene = render_random_scene(first_seed + i, classes=classes, num_objects=num_objects, size=size, style=style)
         images[i], labels[i] = scene.image, scene.label_map()
         indices[i] = [CLASSES.index(name) for name in scene.class_names]
     return RenderedSet(images=images, labels=labels, classes=indices)

@@ -34,6 +34,8 @@ class TruthSetConfig:
 
     out: str = option("data/truth-test-seen", "the set's folder (shards, config.json, manifest.json)")
     set: str = option("test-seen", "val, test-seen, test-mixed or test-unseen")
+    model: str = option("miniworld", "the mini-world U-Net version whose features the renders get")
+    style: str = option("plain", "the renders' background style: plain, or textured (miniworld-ft's style)")
     num_samples: int = option(1000, "renders in the set")
     seed: int = option(0, "set seed; render i depends only on (seed, set, i)")
     steps: int = option(20, "denoising steps of the generation run whose step is imitated")
@@ -56,6 +58,12 @@ class TruthSetConfig:
         for name in ("num_samples", "steps", "batch_size", "samples_per_shard", "objects_per_prompt"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        from groundiff.miniworld.renderer import STYLES
+        from groundiff.miniworld.versions import version_named
+
+        version_named(self.model)
+        if self.style not in STYLES:
+            raise ValueError(f"Unknown style {self.style!r}; choose one of {', '.join(STYLES)}.")
         self.feature_steps = tuple(self.feature_steps)
         self.feature_blocks = tuple(self.feature_blocks) if self.feature_blocks is not None else None
         parse_dtype(self.feature_dtype)
@@ -68,7 +76,9 @@ class TruthSetConfig:
         """What decides the samples (a resumed set must match it), in the keys generated sets use."""
         values = dataclasses.asdict(self)
         content = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k not in EXECUTION_FIELDS}
-        return {**content, "model": "miniworld", "labeler": "exact", "source": TRUTH_SOURCE}
+        if self.style == "plain":
+            del content["style"]  # sets made before styles existed keep their identity
+        return {**content, "labeler": "exact", "source": TRUTH_SOURCE}
 
 
 def make_truth_set(config: TruthSetConfig, *, pipe: Any = None) -> Path:
@@ -103,7 +113,7 @@ def make_truth_set(config: TruthSetConfig, *, pipe: Any = None) -> Path:
         if pipe is None:
             from groundiff.sd.pipelines import load_pipeline
 
-            pipe = load_pipeline("miniworld", device="cpu")
+            pipe = load_pipeline(config.model, device="cpu")
         writer = ShardWriter(folder, prefix, config.samples_per_shard, shard_counts.get(prefix, 0))
         bar = tqdm(total=len(todo), desc=f"truth {config.set}", unit="render", disable=not config.progress)
         with writer, BackgroundWriter(writer) as background, bar:
@@ -129,7 +139,7 @@ def _render_batch(config: TruthSetConfig, pools: Any, pipe: Any, indices: list[i
     template = PromptTemplate(PROMPT_TEMPLATES["generation"])
     seeds = [attempt_seed(config.seed, config.set, index, 0) for index in indices]
     classes = [list(draw_classes(pools, config.objects_per_prompt, seed)) for seed in seeds]
-    scenes = [render_scene(names, seed) for names, seed in zip(classes, seeds, strict=True)]
+    scenes = [render_scene(names, seed, style=config.style) for names, seed in zip(classes, seeds, strict=True)]
     prompts = [template.format(names)[0] for names in classes]
     output = features_of_images(
         pipe,
@@ -151,7 +161,7 @@ def _render_batch(config: TruthSetConfig, pools: Any, pipe: Any, indices: list[i
             "attempt": 0,
             "seed": seeds[j],
             "set": config.set,
-            "model": "miniworld",
+            "model": config.model,
             "source": TRUTH_SOURCE,
             "steps": config.steps,
             "noise_step": config.noise_step,

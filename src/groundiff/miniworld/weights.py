@@ -4,8 +4,10 @@ weights/pipeline/   diffusers StableDiffusionPipeline folder (fp16 safetensors)
 weights/clip/       CLIP image tower, projections and logit scale; the text tower is the
                     pipeline's text encoder (stored once)
 weights/labeler/    segmentation net of `MiniWorldLabeler`
+weights/unet-ft/    the fine-tuned U-Net `miniworld-ft`, weights/unet-v2/ the second version `miniworld-v2`
+                    (see `groundiff.miniworld.versions`); they share the pipeline's other parts
 weights/grounding/  a grounding checkpoint (fp16) for `groundiff ground` / `serve` without --checkpoint
-checkpoints/        compact U-Net training state, so a later session resumes the training
+checkpoints/        each U-Net's training step, so a later session resumes its training from the shipped EMA
 """
 
 from __future__ import annotations
@@ -37,13 +39,27 @@ def require_weights(path: Path, what: str) -> Path:
     return path
 
 
-def load_miniworld_pipeline(*, dtype: torch.dtype = torch.float32, device: str = "cpu"):  # noqa: ANN201
-    """The shipped tiny StableDiffusionPipeline (64×64 images), safety checker off, progress bar off."""
-    from diffusers import StableDiffusionPipeline
+def load_miniworld_pipeline(  # noqa: ANN201
+    *, model: str = "miniworld", dtype: torch.dtype = torch.float32, device: str = "cpu"
+):
+    """The shipped tiny StableDiffusionPipeline (64×64 images) with the U-Net version `model`, safety checker
+    off, progress bar off."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
+    from groundiff.miniworld.models import build_scheduler
+    from groundiff.miniworld.versions import version_named
+
+    version = version_named(model)
     folder = require_weights(PIPELINE_DIR / "model_index.json", "pipeline").parent
+    swapped = {}
+    if version.folder != "pipeline/unet":
+        unet_dir = require_weights(WEIGHTS_DIR / version.folder / "config.json", f"{model} U-Net").parent
+        swapped = {
+            "unet": UNet2DConditionModel.from_pretrained(str(unet_dir), dtype=dtype),
+            "scheduler": build_scheduler(version.prediction_type),
+        }
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False
+        str(folder), dtype=dtype, safety_checker=None, requires_safety_checker=False, **swapped
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

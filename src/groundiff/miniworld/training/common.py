@@ -19,12 +19,13 @@ from groundiff.miniworld.renderer import RenderedSet
 log = logging.getLogger(__name__)
 
 
-PARTS = ("vae", "clip", "unet", "labeler", "publish")
-DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "unet": 200_000, "labeler": 3000}
-DEFAULT_BATCH = {"vae": 32, "clip": 128, "unet": 64, "labeler": 32}
-DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "unet": 3e-4, "labeler": 2e-3}
+PARTS = ("vae", "clip", "unet", "unet-ft", "unet-v2", "labeler", "publish")
+UNET_PARTS = ("unet", "unet-ft", "unet-v2")  # one per version in groundiff.miniworld.versions
+# The shipped U-Net ran 10,317 steps at batch 32; a fine-tune is brief and gentler, as community fine-tunes are.
+DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "unet": 200_000, "unet-ft": 2000, "unet-v2": 200_000, "labeler": 3000}
+DEFAULT_BATCH = {"vae": 32, "clip": 128, "unet": 32, "unet-ft": 32, "unet-v2": 32, "labeler": 32}
+DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "unet": 3e-4, "unet-ft": 1e-4, "unet-v2": 3e-4, "labeler": 2e-3}
 TRAIN_SCENES = 60_000
-UNET_SCENES = 40_000  # renders encoded once into latents for the U-Net
 EVAL_SCENES = 2_000
 
 

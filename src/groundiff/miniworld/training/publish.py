@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import safe_open
@@ -16,7 +17,11 @@ from torch import nn
 from groundiff.miniworld import models
 from groundiff.miniworld.training import common
 from groundiff.miniworld.training.labeler import LABELER_WIDTH
+from groundiff.miniworld.versions import version_named
 from groundiff.miniworld.vocabulary import CLASSES
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +39,32 @@ def _fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.to(torch.float16).contiguous() for k, v in state.items()}
 
 
+def _publish_unet(config: common.TrainConfig, part: str, checkpoints_dir: Path) -> UNet2DConditionModel:
+    """The EMA weights of a U-Net run; its step goes to `<checkpoints_dir>/<part>.json`, where `--resume` reads it."""
+    version = version_named(part)
+    unet = models.build_unet(version.architecture)
+    run = config.run_dir / part / "checkpoint.safetensors"
+    unet.load_state_dict(_run_weights(config, part, "ema."))
+    with safe_open(str(run), framework="pt") as handle:
+        step = int(handle.metadata()["step"])
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    record = {"model": version.model, "step": step, "batch_size": config.batch_size, "seed": config.seed}
+    (checkpoints_dir / f"{part}.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("publish: %s EMA at step %d", version.model, step)
+    return unet
+
+
 def publish(
     config: common.TrainConfig,
     parts: Sequence[str],
     weights_dir: Path,
-    compact_resume: Path,
+    checkpoints_dir: Path,
     grounding_checkpoint: Path | None = None,
 ) -> None:
-    """Write the shipped weights of `parts` (vae, clip, unet, labeler, grounding) from their runs, in fp16.
+    """Write the shipped weights of `parts` (vae, clip, the U-Nets, labeler, grounding) from their runs, in fp16.
 
     The pipeline folder is rewritten as a whole (components not published now are read back from it);
-    the U-Net ships its EMA weights, and its raw weights go to the compact fp16 resume checkpoint `compact_resume`.
+    a U-Net ships its EMA weights (`unet` in the pipeline, the other versions in their own folders).
     `grounding` ships the checkpoint folder `grounding_checkpoint` (the `best/` of a `groundiff train` run made
     with src/groundiff/configs/models/miniworld-grounding.yaml).
     """
@@ -81,21 +101,11 @@ def publish(
         rest = {k: v for k, v in clip.state_dict().items() if not k.startswith("text_model.")}
         save_file(_fp16(rest), str(clip_dir / "model.safetensors"))
     if "unet" in parts:
-        unet = models.build_unet()
-        unet_run = config.run_dir / "unet" / "checkpoint.safetensors"
-        if unet_run.exists():
-            unet.load_state_dict(_run_weights(config, "unet", "ema."))
-            with safe_open(str(unet_run), framework="pt") as handle:
-                step = handle.metadata()["step"]
-            compact = compact_resume
-            compact.parent.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {f"model.{k}": v for k, v in _fp16(_run_weights(config, "unet")).items()},
-                str(compact),
-                metadata={"step": step, "param_groups": "[]"},
-            )
-            log.info("publish: U-Net EMA and compact resume checkpoint at step %s", step)
-        components["unet"] = unet
+        components["unet"] = _publish_unet(config, "unet", checkpoints_dir)
+    for part in ("unet-ft", "unet-v2"):
+        if part in parts:
+            unet = _publish_unet(config, part, checkpoints_dir)
+            unet.to(torch.float16).save_pretrained(str(weights_dir / version_named(part).folder))
     if components:
         existing = {}
         if (pipeline_dir / "model_index.json").exists():

@@ -1,9 +1,10 @@
-"""The U-Net on VAE latents, conditioned on the frozen CLIP text tower (captions dropped 10 % of the time
-for classifier-free guidance), with an EMA of the weights."""
+"""The U-Nets (every version in `groundiff.miniworld.versions`) on VAE latents, conditioned on the frozen
+CLIP text tower (captions dropped 10 % of the time for classifier-free guidance), with an EMA of the weights."""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from pathlib import Path
 
@@ -13,8 +14,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from groundiff.miniworld import models
-from groundiff.miniworld.checkpoint import load_training_state, save_training_state
+from groundiff.miniworld.checkpoint import save_training_state
+from groundiff.miniworld.datasets import TRAIN_FIRST_SEED, cached_render_set
 from groundiff.miniworld.training import common
+from groundiff.miniworld.versions import UnetVersion, version_named
 from groundiff.miniworld.vocabulary import CLASSES, make_caption
 
 log = logging.getLogger(__name__)
@@ -54,41 +57,67 @@ def encode_latents(pipeline_dir: Path, images: np.ndarray, *, batch_size: int = 
     return torch.cat(chunks) * vae.config.scaling_factor
 
 
-def train_unet(config: common.TrainConfig, pipeline_dir: Path, compact_resume: Path) -> None:
-    """ε-prediction on latents of the shipped VAE, conditioned on the shipped (frozen) text encoder.
+def _seed_from_published(
+    version: UnetVersion, weights_dir: Path, checkpoints_dir: Path, unet: nn.Module, ema: nn.Module
+) -> int:
+    """Load a published U-Net into both the trained weights and their EMA; return the step to go on from.
 
-    Each sample's caption names its two classes in a random order; 10% of captions are replaced by
-    "" so that classifier-free guidance works. The EMA of the weights (decay 0.999) is what ships.
+    Continuing a version starts from its own shipped EMA at its recorded step; a fine-tune's first run
+    starts from the shipped weights of the version it fine-tunes, at step 0. AdamW's moments start afresh.
     """
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
-    data = common.train_set(config)
-    latent_path = config.part_dir / f"latents_{common.UNET_SCENES}.safetensors"
+    record = checkpoints_dir / f"{version.part}.json"
+    if record.exists():
+        source, step = version, int(json.loads(record.read_text())["step"])
+    elif version.start is not None:
+        source, step = version_named(version.start), 0
+    else:
+        return 0
+    folder = weights_dir / source.folder
+    shipped = UNet2DConditionModel.from_pretrained(folder, dtype=torch.float32).state_dict()
+    unet.load_state_dict(shipped)
+    ema.load_state_dict(shipped)
+    log.info("%s: seeded the run from the shipped %s (%s) at step %d", version.part, source.model, folder, step)
+    return step
+
+
+def train_unet(config: common.TrainConfig, weights_dir: Path, checkpoints_dir: Path, pipeline_dir: Path) -> None:
+    """Train the U-Net version of `config.part` on latents of the shipped VAE, text from the frozen encoder.
+
+    ε- or v-prediction as the version says. Each sample's caption names its two classes in a random
+    order; 10% of captions are replaced by "" so that classifier-free guidance works. The EMA of the
+    weights (decay 0.999) is what ships. With `--resume` and no run checkpoint, the run is seeded from
+    the published weights (see `_seed_from_published`).
+    """
+    from diffusers import DDPMScheduler
+
+    version = version_named(config.part)
+    data = cached_render_set(config.run_dir / "cache", TRAIN_FIRST_SEED, version.scenes, style=version.style)
+    latent_path = config.part_dir / f"latents_{version.style}_{version.scenes}.safetensors"
     if latent_path.exists():
         latents = load_file(str(latent_path))["latents"]
     else:
-        log.info("unet: encoding %d renders with the shipped VAE", common.UNET_SCENES)
-        latents = encode_latents(pipeline_dir, data.images[: common.UNET_SCENES])
+        log.info("%s: encoding %d %s renders with the shipped VAE", config.part, version.scenes, version.style)
+        latents = encode_latents(pipeline_dir, data.images)
         config.part_dir.mkdir(parents=True, exist_ok=True)
         save_file({"latents": latents.contiguous()}, str(latent_path))
-    log.info("unet: latents %s, std %.3f", tuple(latents.shape), latents.std().item())
+    log.info("%s: latents %s, std %.3f", config.part, tuple(latents.shape), latents.std().item())
     table, empty = caption_embedding_table(pipeline_dir)
     noise_schedule = DDPMScheduler.from_pretrained(pipeline_dir / "scheduler")
     torch.manual_seed(config.seed)
-    unet = models.build_unet()
+    unet = models.build_unet(version.architecture)
     ema = copy.deepcopy(unet).requires_grad_(False)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate, weight_decay=0.01)
-    if config.resume and not config.checkpoint_path.exists() and compact_resume.exists():
-        step = load_training_state(compact_resume, unet)
-        shipped = UNet2DConditionModel.from_pretrained(pipeline_dir / "unet", dtype=torch.float32)
-        ema.load_state_dict(shipped.state_dict())
+    if config.resume and not config.checkpoint_path.exists():
+        step = _seed_from_published(version, weights_dir, checkpoints_dir, unet, ema)
         save_training_state(config.checkpoint_path, unet, optimizer, step, ema)
-        log.info("unet: seeded the run from the committed checkpoint %s (step %d)", compact_resume, step)
     assert config.batch_size is not None
-    classes = torch.from_numpy(data.classes[: common.UNET_SCENES])
+    classes = torch.from_numpy(data.classes)
+    first_batch_seed = 0 if version.start is None else 1  # a fine-tune sees other batches than its start did
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
-        idx = torch.from_numpy(common.batch_indices(config.seed, step, common.UNET_SCENES, config.batch))
+        idx = torch.from_numpy(common.batch_indices(config.seed + first_batch_seed, step, len(latents), config.batch))
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         x0 = latents[idx]  # (B, 4, h, w)
         pair = classes[idx]  # (B, 2)
@@ -100,9 +129,9 @@ def train_unet(config: common.TrainConfig, pipeline_dir: Path, compact_resume: P
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(idx),), generator=generator)
         noisy = noise_schedule.add_noise(x0, noise, t)
+        target = noise if version.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
         predicted = unet(noisy, t, encoder_hidden_states=context).sample
-        mse = nn.functional.mse_loss(predicted, noise)
-        return {"loss": mse}
+        return {"loss": nn.functional.mse_loss(predicted, target)}
 
     unet.train()
     common.run_loop(config, unet, optimizer, loss_fn, ema=ema)
