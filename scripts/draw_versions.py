@@ -2,8 +2,9 @@
 
     python scripts/draw_versions.py --work <the folder of scripts/measure_versions.py>
 
-Row per model, column per test-set index: sample i of every model's test set has the same prompt and
-first seed (a discarded attempt is retried with the next seed, so an image may come from a later one).
+Row per model, column per test-set index: sample i of every model's test set starts from the same prompt
+and seed; when the labeler discards an attempt, the retry draws another seed and pair, so a column shows
+another prompt where a model failed the first.
 """
 
 from __future__ import annotations
