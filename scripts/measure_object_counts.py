@@ -17,21 +17,10 @@ from typing import Any
 import torch
 
 from groundiff.evaluation.evaluate import evaluate_checkpoint
-from result_files import write_results
+from result_files import score_row, write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 KINDS = ("test-seen", "test-unseen")
-
-
-def _row(result: dict[str, Any]) -> dict[str, Any]:
-    references = result["references"]
-    return {
-        "miou": result["miou"],
-        "miou_ci95": result["miou_ci95"],
-        "samples": result["samples"],
-        "predict_everything": references["predict_everything"]["miou"],
-        "oracle": references["oracle"]["miou"],
-    }
 
 
 def table_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
@@ -62,7 +51,8 @@ def main() -> None:
                 args.bench / f"truth-{kind}" if count == 2 else args.sets / f"truth-{kind}-n{count}" for kind in KINDS
             ]
             report = evaluate_checkpoint(Path(checkpoint), folders, args.work / name / f"n{count}.json")
-            rows[str(count)] = {kind.removeprefix("truth-"): _row(result) for kind, result in report.results.items()}
+            results = report.results.items()
+            rows[str(count)] = {kind.removeprefix("truth-"): score_row(result) for kind, result in results}
             print(name, count, {k: round(v["miou"], 1) for k, v in rows[str(count)].items()}, flush=True)
         models[name] = {"checkpoint": checkpoint, "objects": rows}
     write_results(args.out, models, table_rows, update=args.update, seed=0, threads=1)

@@ -25,7 +25,7 @@ import torch
 from groundiff.cli import main as groundiff
 from groundiff.data.manifest import read_manifest
 from groundiff.evaluation.evaluate import evaluate_checkpoint
-from result_files import write_results
+from result_files import score_row, write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 RECIPE = REPOSITORY / "src/groundiff/configs/models/miniworld-grounding.yaml"
@@ -45,10 +45,10 @@ PAPER = {
 def _generate(work: Path, model: str, sizes: dict[str, int]) -> None:
     for kind, count in sizes.items():
         common = ["--model", model, "--set", kind, "--num-samples", str(count), "--seed", "0", "--progress", "false"]
-        groundiff(["generate", *common, "--out", str(work / model / kind), "--attention-maps", "false"])
-        if kind.startswith("test-"):
-            truth = ["--model", model, "--set", kind, "--num-samples", str(count), "--seed", "0", "--progress", "false"]
-            groundiff(["truth-set", *truth, "--out", str(work / model / f"truth-{kind}"), "--attention-maps", "false"])
+        common += ["--attention-maps", "false"]
+        groundiff(["generate", *common, "--out", str(work / model / kind)])
+        if kind.startswith("test-"):  # the same renders' exact masks, read by this model's U-Net
+            groundiff(["truth-set", *common, "--out", str(work / model / f"truth-{kind}")])
 
 
 def _train(work: Path, model: str, epochs: int, samples: int) -> None:
@@ -57,17 +57,6 @@ def _train(work: Path, model: str, epochs: int, samples: int) -> None:
     folders = ["--train", str(work / model / "train"), "--val", str(work / model / "val"), "--out", str(run)]
     limits = ["--epochs", str(epochs), "--max-train-samples", str(samples)]
     groundiff(["train", "--config", str(RECIPE), *folders, *limits, "--progress", "false", *resume])
-
-
-def _cell(result: dict[str, Any]) -> dict[str, Any]:
-    references = result["references"]
-    return {
-        "miou": result["miou"],
-        "miou_ci95": result["miou_ci95"],
-        "samples": result["samples"],
-        "predict_everything": references["predict_everything"]["miou"],
-        "oracle": references["oracle"]["miou"],
-    }
 
 
 def _model_facts(work: Path, model: str) -> dict[str, Any]:
@@ -99,7 +88,7 @@ def _evaluate(work: Path, models: list[str], trained_models: list[str]) -> dict[
             out = work / "evaluations" / f"{trained}--on--{tested}.json"
             if not out.exists():  # a cell measured before (the runs finish at different times) is read back
                 evaluate_checkpoint(checkpoint, folders, out, cross_model=True)
-            cells[tested] = {kind: _cell(result) for kind, result in json.loads(out.read_text()).items()}
+            cells[tested] = {kind: score_row(result) for kind, result in json.loads(out.read_text()).items()}
             print(trained, "on", tested, {k: round(v["miou"], 1) for k, v in cells[tested].items()}, flush=True)
         results[trained] = {**_model_facts(work, trained), "tested_on": cells}
     return results

@@ -29,3 +29,16 @@ def write_results(
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def score_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One set's entry of an `evaluate_checkpoint` result, as the docs' tables show it: mIoU with its
+    interval, sample count, and the floor (predict every pixel) and ceiling (oracle) beside it."""
+    references = result["references"]
+    return {
+        "miou": result["miou"],
+        "miou_ci95": result["miou_ci95"],
+        "samples": result["samples"],
+        "predict_everything": references["predict_everything"]["miou"],
+        "oracle": references["oracle"]["miou"],
+    }
