@@ -4,8 +4,9 @@
         --models "shipped=src/groundiff/miniworld/weights/grounding"   # --update adds models to the file
 
 `<folder>` holds truth sets made by `groundiff truth-set --objects-per-prompt N --num-samples 300`
-named `truth-{kind}-n{N}` for N = 1, 3, 4; the bench's own truth sets (1,000 renders) are N = 2. Each
-model is scored with `evaluate_checkpoint` beside its floor (predict every pixel) and ceiling.
+named `truth-{kind}-n{N}` for N = 1, 3, 4; the bench's own truth sets (1,000 renders) are N = 2
+(without `--bench`, `<folder>` holds N = 2 too: a U-Net version other than the bench's has its own
+sets). Each model is scored with `evaluate_checkpoint` beside its floor (predict every pixel) and ceiling.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def table_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", type=Path, required=True, help="folder of truth-{kind}-n{N} sets")
-    parser.add_argument("--bench", type=Path, required=True, help="the bench (its truth-{kind} sets are N = 2)")
+    parser.add_argument("--bench", type=Path, default=None, help="the bench (its truth-{kind} sets are N = 2)")
     parser.add_argument("--models", required=True, help="name=checkpoint,...")
     parser.add_argument("--counts", default="1,2,3,4")
     parser.add_argument("--work", type=Path, default=Path("runs/object-counts"))
@@ -48,7 +49,8 @@ def main() -> None:
         rows: dict[str, Any] = {}
         for count in (int(c) for c in args.counts.split(",")):
             folders = [
-                args.bench / f"truth-{kind}" if count == 2 else args.sets / f"truth-{kind}-n{count}" for kind in KINDS
+                args.bench / f"truth-{kind}" if count == 2 and args.bench else args.sets / f"truth-{kind}-n{count}"
+                for kind in KINDS
             ]
             report = evaluate_checkpoint(Path(checkpoint), folders, args.work / name / f"n{count}.json")
             results = report.results.items()

@@ -11,7 +11,7 @@ import torch
 
 from conftest import config, generate
 from groundiff.cli import main
-from groundiff.data.batching import NegativeQueries, collate
+from groundiff.data.batching import NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
 from groundiff.evaluation.absent import evaluate_absent_queries
 from groundiff.evaluation.metrics import proportion_ci95
@@ -32,8 +32,11 @@ class FixedEmbedder:
 
     width = TEXT_WIDTH
 
+    def __init__(self, pool: tuple[str, ...] = POOL) -> None:
+        self.pool = pool
+
     def __call__(self, classes):
-        return torch.stack([torch.full((TEXT_WIDTH,), float(POOL.index(name))) for name in classes])
+        return torch.stack([torch.full((TEXT_WIDTH,), float(self.pool.index(name))) for name in classes])
 
 
 def record(index: int, classes: list[str]) -> SampleRecord:
@@ -59,6 +62,32 @@ def test_negative_queries_name_only_absent_classes_at_any_position_and_repeat_ex
         NegativeQueries(POOL, fraction=1.5)
 
 
+def test_hard_negatives_share_a_word_with_a_present_class_and_leave_plain_draws_unchanged():
+    pool = ("red disc", "red ring", "blue disc", "blue ring", "green cross", "yellow cross")
+    hard = NegativeQueries(pool, fraction=1.0, seed=1, hard=1.0)
+    for index in range(40):
+        queries = hard(index, ["red disc", "green cross"])
+        (absent,) = [name for name in queries if name not in ("red disc", "green cross")]
+        assert absent in ("red ring", "blue disc", "yellow cross")  # each shares "red", "disc" or "cross"
+    # With no word-sharing class absent, any absent class will do.
+    assert "blue ring" in NegativeQueries(("red disc", "blue ring"), fraction=1.0, hard=1.0)(0, ["red disc"])
+    plain = NegativeQueries(pool, fraction=1.0, seed=1)
+    # A run with hard=0 draws exactly what runs made before the option did (no extra random draw).
+    assert [plain(i, ["red disc", "green cross"]) for i in range(40)] == [
+        NegativeQueries(pool, 1.0, 1, 0, 0.0)(i, ["red disc", "green cross"]) for i in range(40)
+    ]
+    mixed = NegativeQueries(pool, fraction=1.0, seed=1, hard=0.5)
+    shared = sum(
+        shares_word(next(n for n in mixed(i, ["blue ring"]) if n != "blue ring"), ["blue ring"]) for i in range(400)
+    )
+    # hard=0.5 on top of a random draw that shares a word 2 times in 5: 0.5 + 0.5 * 0.4 = 0.7 of 400
+    assert 250 < shared < 310
+    with pytest.raises(ValueError, match="hard"):
+        NegativeQueries(pool, fraction=1.0, hard=2.0)
+    with pytest.raises(ValueError, match="set --negative-fraction too"):
+        TrainConfig(hard_negatives=0.5)
+
+
 def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     negatives = NegativeQueries(POOL, fraction=1.0, seed=0)
     records = [record(0, ["cat", "dog"]), record(1, ["sofa"])]
@@ -75,9 +104,14 @@ def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     assert not batch.valid[1, 2] and not batch.present[1, 2]  # the second image's padding slot
 
 
-def test_the_presence_head_answers_per_query_and_leaves_the_masks_alone():
+def with_presence(inputs: str = "statistics"):
+    return TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "presence_head": True, "presence_inputs": inputs})
+
+
+@pytest.mark.parametrize("inputs", ["statistics", "region"])
+def test_the_presence_head_answers_per_query_and_leaves_the_masks_alone(inputs):
     plain = tiny_model()
-    with_head = tiny_model(TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "presence_head": True}))
+    with_head = tiny_model(with_presence(inputs))
     maps, queries = features(TINY_SHAPES, 2), embeddings(2, 3)
     with torch.no_grad():
         output = with_head.answer(maps, queries)
@@ -119,10 +153,11 @@ def test_wilson_interval_matches_published_values():
 class ScriptedModel(torch.nn.Module):
     """Paints every query's mask fully; with `presence`, says present only for the named classes."""
 
-    def __init__(self, present: set[str] | None) -> None:
+    def __init__(self, present: set[str] | None, pool: tuple[str, ...] = POOL) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.present = present
+        self.pool = pool
         self.config = TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "mask_size": 32})
 
     def answer(self, maps, queries, padding=None):
@@ -131,7 +166,7 @@ class ScriptedModel(torch.nn.Module):
         logits = torch.full((*queries.shape[:2], 32, 32), 10.0)
         if self.present is None:
             return GroundingOutput(logits, None)
-        names = [[POOL[int(v)] for v in row[:, 0].tolist()] for row in queries]
+        names = [[self.pool[int(v)] for v in row[:, 0].tolist()] for row in queries]
         presence = torch.tensor([[5.0 if n in self.present else -5.0 for n in row] for row in names])
         return GroundingOutput(logits, presence)
 
@@ -150,6 +185,19 @@ def test_n_acc_and_t_acc_count_not_found_answers():
     assert misses_cat["per_class"]["cat"] == 0.0  # "not found" for a present object scores as an empty mask
     with pytest.raises(ValueError, match="names every class"):
         evaluate_absent_queries(ScriptedModel(None), dataset, FixedEmbedder(), ("cat", "dog"))
+
+
+def test_n_acc_is_split_by_whether_the_absent_class_shares_a_word_with_a_present_one():
+    pool = ("red disc", "blue ring", "red ring", "green cross")
+    dataset = [record(0, ["red disc", "blue ring"]), record(1, ["red disc", "blue ring"])]
+    # Absent: "red ring" shares words with both present objects, "green cross" with none.
+    fooled_by_words = ScriptedModel({"red disc", "blue ring", "red ring"}, pool)
+    scores = evaluate_absent_queries(fooled_by_words, dataset, FixedEmbedder(pool), ("red ring", "green cross"), seed=1)
+    # Seed 1 asks image 0 for "green cross" and image 1 for "red ring" (one of each).
+    by_word = scores["n_acc_by_word"]
+    assert by_word["share a word"] == {"n_acc": 0.0, "n_acc_ci95": pytest.approx([0.0, 79.35], abs=0.01), "queries": 1}
+    assert by_word["share no word"]["n_acc"] == 100.0 and by_word["share no word"]["queries"] == 1
+    assert scores["n_acc"] == 50.0
 
 
 @pytest.fixture(scope="module")
@@ -221,10 +269,37 @@ def test_a_negative_query_is_learnt_with_bce_alone():
     )
 
 
-def test_the_presence_loss_never_reaches_the_mask_layers():
+@pytest.mark.parametrize("inputs", ["statistics", "region"])
+def test_the_presence_loss_never_reaches_the_mask_layers(inputs):
     # Regression: through the shared decoder the presence loss took it over and cost the masks ~10 points.
-    model = tiny_model(TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "presence_head": True})).train()
+    model = tiny_model(with_presence(inputs)).train()
     output = model.answer(features(TINY_SHAPES, 2), embeddings(2, 3))
     output.presence.sum().backward()
     reached = [name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert reached and all(name.startswith("presence_head.") for name in reached)
+    if inputs == "region":
+        assert any(name.startswith("presence_head.shape_reader.") for name in reached)
+
+
+def test_a_region_presence_head_reads_what_lies_under_the_mask():
+    from groundiff.model import PresenceHead
+
+    head = PresenceHead(channels=4, inputs="region")
+    embeddings = torch.zeros(1, 2, 4)
+    coarse = torch.full((1, 2, 4, 4), -20.0)
+    coarse[0, 0, :2, :2] = 20.0  # query 0 covers the top-left corner, query 1 the bottom-right
+    coarse[0, 1, 2:, 2:] = 20.0
+    features = torch.zeros(1, 4, 4, 4)
+    features[0, 0, :2, :2] = 1.0  # something there
+    upsampled = torch.nn.functional.interpolate(coarse, size=(8, 8))
+    with torch.no_grad():
+        head.mlp[0].weight.zero_()
+        head.mlp[0].bias.zero_()
+        head.mlp[0].weight[0, 4 + 3] = 1.0  # hidden unit 0 reads the region's first feature channel
+        head.mlp[2].weight.fill_(1.0)
+        presence = head(embeddings, upsampled, features, coarse)
+    assert presence[0, 0] > presence[0, 1] + 0.9  # same statistics, only the region differs
+    with pytest.raises(ValueError, match="needs mask_features"):
+        head(embeddings, upsampled)
+    with pytest.raises(ValueError, match="presence inputs 'pixels'"):
+        PresenceHead(channels=4, inputs="pixels")

@@ -184,9 +184,10 @@ def test_every_part_trains_resumes_and_publishes(tmp_path, monkeypatch):
     assert train["main"](["publish", *run, *weights, "--parts", "unet,labeler"]) == 0
     assert json.loads((tmp_path / "package" / "checkpoints" / "unet.json").read_text())["step"] == 2
     base = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "pipeline" / "unet").state_dict()
-    for part in ("unet-ft", "unet-v2"):
+    for part in ("unet-ft", "unet-v2", "unet-crowd"):
         assert train["main"]([part, *run, *weights, *pipeline_dir, "--steps", "2", "--resume"]) == 0
-    assert train["main"](["publish", *run, *weights, "--parts", "unet-ft,unet-v2"]) == 0
+    assert train["main"](["publish", *run, *weights, "--parts", "unet-ft,unet-v2,unet-crowd"]) == 0
+    assert (tmp_path / "weights" / "unet-crowd" / "config.json").exists()
     ft = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "unet-ft")
     v2 = UNet2DConditionModel.from_pretrained(tmp_path / "weights" / "unet-v2")
     assert v2.config.use_linear_projection and not ft.config.use_linear_projection

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,29 @@ def test_shipped_weights_fit_the_budget():
     too_big = {str(p): s for p, s in sizes.items() if s > 10_000_000}
     assert not too_big
     assert sum(sizes.values()) <= 50_000_000
+
+
+def test_the_crowd_version_trains_on_every_object_count_with_captions_naming_each_object(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from groundiff.miniworld.training.unet import CaptionStates, training_scenes
+    from groundiff.miniworld.vocabulary import CLASSES, make_caption
+    from groundiff.miniworld.weights import WEIGHTS_DIR
+
+    crowd = dataclasses.replace(version_named("miniworld-crowd"), scenes=8)
+    assert crowd.start == "miniworld" and crowd.objects == (1, 2, 3, 4)
+    images, classes = training_scenes(crowd, tmp_path)
+    assert images.shape[0] == 8 and classes.shape == (8, 4)
+    assert [int((row >= 0).sum()) for row in classes] == [1, 1, 2, 2, 3, 3, 4, 4]  # equal shares, -1 padded
+    pairs_images, pairs_classes = training_scenes(dataclasses.replace(version_named("miniworld"), scenes=4), tmp_path)
+    assert pairs_classes.shape == (4, 2)  # pair versions read the render set they were trained on
+
+    captions = CaptionStates(WEIGHTS_DIR / "pipeline", pairs_only=False)
+    states = captions(torch.from_numpy(classes[[0, 7]]), torch.Generator().manual_seed(0))
+    one = make_caption([CLASSES[int(classes[0, 0])]])
+    assert torch.allclose(states[0], captions.encode([one])[0], atol=1e-5)
+    four = [CLASSES[int(i)] for i in classes[7]]
+    orders = [captions.encode([make_caption([four[j] for j in p])])[0] for p in itertools.permutations(range(4))]
+    assert any(torch.allclose(states[1], order, atol=1e-5) for order in orders)  # its four names, in some order

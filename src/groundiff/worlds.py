@@ -30,6 +30,7 @@ BUILTIN_WORLDS = {
     # The mini world's other U-Net versions (a fine-tune and a second version; groundiff.miniworld.versions).
     "miniworld-ft": "groundiff.miniworld.world:MINIWORLD_FT",
     "miniworld-v2": "groundiff.miniworld.world:MINIWORLD_V2",
+    "miniworld-crowd": "groundiff.miniworld.world:MINIWORLD_CROWD",
 }
 
 

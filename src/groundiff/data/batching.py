@@ -75,18 +75,23 @@ class NegativeQueries:
 
     With probability `fraction`, a sample's queries gain one class of `pool` that the sample does not
     contain (its target is an empty mask and "absent"), inserted at a random position so that the
-    position says nothing. Draws depend only on (seed, epoch, sample index): a resumed run and a
-    DataLoader worker draw the same queries.
+    position says nothing. With probability `hard`, that class is drawn among the absent ones that
+    share a word with a present one ("red disc" beside a red ring): a random draw is mostly an easy
+    negative, and a model trained on those still paints the red ring when asked for the red disc.
+    Draws depend only on (seed, epoch, sample index): a resumed run and a DataLoader worker draw the
+    same queries.
     """
 
     pool: tuple[str, ...]
     fraction: float
     seed: int = 0
     epoch: int = 0
+    hard: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.fraction <= 1.0:
-            raise ValueError(f"The fraction of samples with a negative query must be in [0, 1], got {self.fraction}.")
+        for name in ("fraction", "hard"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"NegativeQueries.{name} is a probability in [0, 1], got {getattr(self, name)}.")
 
     def __call__(self, index: int, classes: Sequence[str]) -> list[str]:
         """The queries of sample `index`: its `classes`, perhaps with one absent class inserted."""
@@ -95,8 +100,18 @@ class NegativeQueries:
         absent = [name for name in self.pool if name not in queries]
         if rng.random() >= self.fraction or not absent:
             return queries
-        queries.insert(int(rng.integers(len(queries) + 1)), absent[int(rng.integers(len(absent)))])
+        position = int(rng.integers(len(queries) + 1))
+        # Drawn only when asked for, so that `hard=0` repeats the draws of runs made before it existed.
+        if self.hard and rng.random() < self.hard:
+            absent = [name for name in absent if shares_word(name, queries)] or absent
+        queries.insert(position, absent[int(rng.integers(len(absent)))])
         return queries
+
+
+def shares_word(name: str, others: Sequence[str]) -> bool:
+    """Whether class `name` has a word in common with one of `others` ("red disc", ["red ring"] → True)."""
+    words = set(name.split())
+    return any(words & set(other.split()) for other in others if other != name)
 
 
 @dataclass

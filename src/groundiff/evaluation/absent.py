@@ -1,7 +1,9 @@
 """Absent objects, measured as generalized referring segmentation does (gRefCOCO): each test image is
 asked for its own objects and for one class it does not contain, all in one grounding prompt.
 
-- **N-acc**: the share of absent queries answered empty ("not found", or a mask without a pixel);
+- **N-acc**: the share of absent queries answered empty ("not found", or a mask without a pixel),
+  also split by whether the absent class shares a word with a present one ("red disc" beside a red
+  ring: the hard case for a text encoder that reads a bag of words) or not;
 - **T-acc**: the share of present queries answered with a non-empty mask;
 - **mIoU on present queries**: category-wise, a "not found" answer scored as an empty mask.
 
@@ -17,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate
+from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
 from groundiff.evaluation.evaluate import predict, summarize
 from groundiff.evaluation.metrics import IoUAccumulator, proportion_ci95
@@ -59,6 +61,7 @@ def evaluate_absent_queries(
     )
     accumulator = IoUAccumulator()
     counts = {"absent": 0, "absent_empty": 0, "present": 0, "present_nonempty": 0}
+    by_word = {group: {"absent": 0, "absent_empty": 0} for group in ("share a word", "share no word")}
     for batch in loader:
         predicted = predict(model, batch).cpu()  # (B, N, H, W)
         answered = predicted.flatten(2).any(dim=2)  # (B, N)
@@ -71,8 +74,12 @@ def evaluate_absent_queries(
                 )
             kept = [slot for slot in range(len(queries)) if present[slot]]
             accumulator.update(predicted[b, kept], batch.targets[b, kept] > 0.5, [queries[slot] for slot in kept])
-            counts["absent"] += int((~present).sum())
-            counts["absent_empty"] += int((~present & ~answered[b, : len(queries)]).sum())
+            present_names = [queries[slot] for slot in kept]
+            for slot in (slot for slot in range(len(queries)) if not present[slot]):
+                group = by_word["share a word" if shares_word(queries[slot], present_names) else "share no word"]
+                for tally in (counts, group):
+                    tally["absent"] += 1
+                    tally["absent_empty"] += int(not answered[b, slot])
             counts["present"] += int(present.sum())
             counts["present_nonempty"] += int((present & answered[b, : len(queries)]).sum())
     model.train(was_training)
@@ -83,6 +90,15 @@ def evaluate_absent_queries(
         "t_acc": 100 * counts["present_nonempty"] / counts["present"],
         "t_acc_ci95": [100 * bound for bound in proportion_ci95(counts["present_nonempty"], counts["present"])],
         "queries": counts,
+        "n_acc_by_word": {group: _percent(c["absent_empty"], c["absent"]) for group, c in by_word.items()},
         "pool": list(pool),
         "seed": seed,
     }
+
+
+def _percent(successes: int, total: int) -> dict[str, Any]:
+    """{"n_acc": %, "n_acc_ci95": [low, high] %, "queries": total}; None figures when nothing was asked."""
+    if not total:
+        return {"n_acc": None, "n_acc_ci95": None, "queries": 0}
+    low, high = proportion_ci95(successes, total)
+    return {"n_acc": 100 * successes / total, "n_acc_ci95": [100 * low, 100 * high], "queries": total}

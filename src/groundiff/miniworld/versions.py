@@ -3,9 +3,11 @@
 `miniworld` is the U-Net the world was built with. `miniworld-ft` is a *fine-tune* of it, trained further on
 renders of a changed style (striped, grainy backgrounds), as community fine-tunes of SD 1.5 are.
 `miniworld-v2` is a *second version* trained from scratch with SD 2's differences: linear attention
-projections, fewer and wider attention heads, v-prediction. All three keep the same VAE, text encoder and
-block widths, so a grounding model trained on one version's features can be tested on another's (the
-paper's Tables 5-6). SD 2 also changed the text encoder; here it stays, so class embeddings are shared.
+projections, fewer and wider attention heads, v-prediction. `miniworld-crowd` is a fine-tune of the first
+on scenes of 1 to 4 objects (every other version saw pairs only), for prompts that name more than two.
+All of them keep the same VAE, text encoder and block widths, so a grounding model trained on one
+version's features can be tested on another's (the paper's Tables 5-6). SD 2 also changed the text
+encoder; here it stays, so class embeddings are shared.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class UnetVersion:
         style: the renderer style of its training scenes (`groundiff.miniworld.renderer.STYLES`).
         start: the version whose shipped weights a fine-tune starts from; None when trained from scratch.
         scenes: how many renders (encoded once into latents) it trains on.
+        objects: the objects per training scene; several counts share the scenes equally.
     """
 
     model: str
@@ -37,12 +40,16 @@ class UnetVersion:
     style: str
     start: str | None
     scenes: int
+    objects: tuple[int, ...] = (2,)
 
 
 VERSIONS = (
     UnetVersion("miniworld", "unet", "pipeline/unet", "v1", "epsilon", "plain", None, 40_000),
     UnetVersion("miniworld-ft", "unet-ft", "unet-ft", "v1", "epsilon", "textured", "miniworld", 16_000),
     UnetVersion("miniworld-v2", "unet-v2", "unet-v2", "v2", "v_prediction", "plain", None, 24_000),
+    UnetVersion(
+        "miniworld-crowd", "unet-crowd", "unet-crowd", "v1", "epsilon", "plain", "miniworld", 16_000, (1, 2, 3, 4)
+    ),
 )
 
 

@@ -4,8 +4,9 @@ weights/pipeline/   diffusers StableDiffusionPipeline folder (fp16 safetensors)
 weights/clip/       CLIP image tower, projections and logit scale; the text tower is the
                     pipeline's text encoder (stored once)
 weights/labeler/    segmentation net of `MiniWorldLabeler`
-weights/unet-ft/    the fine-tuned U-Net `miniworld-ft`, weights/unet-v2/ the second version `miniworld-v2`
-                    (see `groundiff.miniworld.versions`); they share the pipeline's other parts
+weights/unet-ft/    the fine-tuned U-Net `miniworld-ft`, weights/unet-v2/ the second version `miniworld-v2`,
+                    weights/unet-crowd/ `miniworld-crowd` (1 to 4 objects; see `groundiff.miniworld.versions`);
+                    they share the pipeline's other parts
 weights/grounding/  a grounding checkpoint (fp16) for `groundiff ground` / `serve` without --checkpoint
 checkpoints/        each U-Net's training step, so a later session resumes its training from the shipped EMA
 """

@@ -119,3 +119,4 @@ def _version(model: str) -> World:
 
 MINIWORLD_FT = _version("miniworld-ft")
 MINIWORLD_V2 = _version("miniworld-v2")
+MINIWORLD_CROWD = _version("miniworld-crowd")

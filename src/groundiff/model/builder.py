@@ -112,7 +112,9 @@ def build_grounding_model(
         text_width=text_width,
         visual_encoder=visual_encoder,
         fusion_decoder=fusion_decoder,
-        presence_head=PresenceHead(visual_encoder.out_channels) if config.presence_head else None,
+        presence_head=PresenceHead(visual_encoder.out_channels, inputs=config.presence_inputs)
+        if config.presence_head
+        else None,
     )
 
 

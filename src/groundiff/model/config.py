@@ -38,6 +38,13 @@ class GroundingModelConfig:
         default=False,
         metadata={"help": "add a per-query presence output, so an absent object is answered 'not found'"},
     )
+    presence_inputs: str = field(
+        default="statistics",
+        metadata={
+            "help": "what the presence output reads: statistics (mask embedding, logit peak, mean, area) or "
+            "region (also the features under the mask and the mask's shape)"
+        },
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_channels", tuple(int(c) for c in self.level_channels))
@@ -57,6 +64,10 @@ class GroundingModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GroundingModelConfig.dropout={self.dropout} must be in [0, 1), e.g. 0.1.")
+        if self.presence_inputs not in ("statistics", "region"):
+            raise ValueError(
+                f"GroundingModelConfig.presence_inputs={self.presence_inputs!r} must be 'statistics' or 'region'."
+            )
         if self.mask_size is not None and self.mask_size < 1:
             raise ValueError(
                 f"GroundingModelConfig.mask_size={self.mask_size} must be positive, or None for the image size."

@@ -144,7 +144,10 @@ class GroundingModel(nn.Module):
         #    product, so this equals upsampling the mask features first (as the reference) for N ≪ C maps.
         size = self.config.mask_size
         assert size is not None
+        coarse = logits
         if logits.shape[-1] != size:
             logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)  # (B, N, S, S)
-        presence = None if self.presence_head is None else self.presence_head(embeddings, logits)  # (B, N)
+        presence = None
+        if self.presence_head is not None:
+            presence = self.presence_head(embeddings, logits, mask_features, coarse)  # (B, N)
         return GroundingOutput(logits, presence)

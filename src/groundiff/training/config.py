@@ -31,6 +31,8 @@ class TrainConfig:
         negative_fraction: the fraction of training samples that also query one class they do not
             contain (target: an empty mask and "absent"); above 0 the model gets a presence head
             (unless `model` sets `presence_head`), so that it answers "not found".
+        hard_negatives: the share of those absent classes drawn among the ones that share a word with
+            a present class ("red disc" beside a red ring), which teach the masks to read both words.
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -52,6 +54,9 @@ class TrainConfig:
     )
     negative_fraction: float = option(
         0.0, "fraction of samples that also query an absent class (empty target); > 0 adds a presence output"
+    )
+    hard_negatives: float = option(
+        0.0, "share of the absent classes drawn among those sharing a word with a present one (hard negatives)"
     )
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
@@ -77,8 +82,14 @@ class TrainConfig:
             raise ValueError(f"threads must be at least 1 (or unset for all cores), got {self.threads}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if not 0.0 <= self.negative_fraction <= 1.0:
-            raise ValueError(f"negative_fraction must be in [0, 1], got {self.negative_fraction}.")
+        for name in ("negative_fraction", "hard_negatives"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.hard_negatives and not self.negative_fraction:
+            raise ValueError(
+                f"hard_negatives={self.hard_negatives} chooses among negative queries, but negative_fraction is 0; "
+                "set --negative-fraction too (e.g. 0.5)."
+            )
 
     def content(self) -> dict[str, Any]:
         """The fields that decide the trained weights, as JSON values; a resumed run must match them exactly."""

@@ -306,7 +306,8 @@ class _Trainer:
     def negatives(self, epoch: int) -> NegativeQueries | None:
         if not self.config.negative_fraction:
             return None
-        return NegativeQueries(self.negative_pool, self.config.negative_fraction, self.config.seed, epoch)
+        config = self.config
+        return NegativeQueries(self.negative_pool, config.negative_fraction, config.seed, epoch, config.hard_negatives)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()

@@ -19,12 +19,14 @@ from groundiff.miniworld.renderer import RenderedSet
 log = logging.getLogger(__name__)
 
 
-PARTS = ("vae", "clip", "unet", "unet-ft", "unet-v2", "labeler", "publish")
-UNET_PARTS = ("unet", "unet-ft", "unet-v2")  # one per version in groundiff.miniworld.versions
+PARTS = ("vae", "clip", "unet", "unet-ft", "unet-v2", "unet-crowd", "labeler", "publish")
+UNET_PARTS = ("unet", "unet-ft", "unet-v2", "unet-crowd")  # one per version in groundiff.miniworld.versions
 # The shipped U-Net ran 10,317 steps at batch 32; a fine-tune is brief and gentler, as community fine-tunes are.
-DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "unet": 200_000, "unet-ft": 2000, "unet-v2": 200_000, "labeler": 3000}
-DEFAULT_BATCH = {"vae": 32, "clip": 128, "unet": 32, "unet-ft": 32, "unet-v2": 32, "labeler": 32}
-DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "unet": 3e-4, "unet-ft": 1e-4, "unet-v2": 3e-4, "labeler": 2e-3}
+DEFAULT_STEPS = {"vae": 3000, "clip": 3000, "labeler": 3000, "unet": 200_000, "unet-v2": 200_000}
+DEFAULT_STEPS |= {"unet-ft": 2000, "unet-crowd": 2000}
+DEFAULT_BATCH = {"vae": 32, "clip": 128, "labeler": 32} | {part: 32 for part in UNET_PARTS}
+DEFAULT_LR = {"vae": 5e-4, "clip": 1e-3, "labeler": 2e-3, "unet": 3e-4, "unet-v2": 3e-4}
+DEFAULT_LR |= {"unet-ft": 1e-4, "unet-crowd": 1e-4}
 TRAIN_SCENES = 60_000
 EVAL_SCENES = 2_000
 

@@ -102,7 +102,7 @@ def publish(
         save_file(_fp16(rest), str(clip_dir / "model.safetensors"))
     if "unet" in parts:
         components["unet"] = _publish_unet(config, "unet", checkpoints_dir)
-    for part in ("unet-ft", "unet-v2"):
+    for part in common.UNET_PARTS[1:]:  # the first U-Net ships inside the pipeline
         if part in parts:
             unet = _publish_unet(config, part, checkpoints_dir)
             unet.to(torch.float16).save_pretrained(str(weights_dir / version_named(part).folder))

@@ -28,20 +28,55 @@ def _pair_table_index(classes: np.ndarray) -> np.ndarray:
     return classes[:, 0] * len(CLASSES) + classes[:, 1]
 
 
-@torch.no_grad()
-def caption_embedding_table(pipeline_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen text-encoder states of every two-class caption and of the empty caption.
+class CaptionStates:
+    """Frozen text-encoder states of the training captions, each naming its scene's classes in a random order.
 
-    Returns (table, empty): table (20 * 20, 77, D) indexed by `x * 20 + y` for "a photograph of a
-    {x} and a {y}" (rows with x == y are unused), empty (77, D) for "" (classifier-free guidance).
-    Tokenized exactly as `StableDiffusionPipeline.encode_prompt` does (padded to 77, no mask).
+    Tokenized exactly as `StableDiffusionPipeline.encode_prompt` does (padded to 77, no mask). Pair scenes
+    read a table of every two-class caption, computed once, as the first U-Nets were trained; scenes of
+    other counts are encoded batch by batch (4 classes have 116,280 ordered captions, too many to tabulate).
     """
-    from transformers import CLIPTextModel
 
-    text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", dtype=torch.float32).eval()
-    captions = [make_caption([x, y]) for x in CLASSES for y in CLASSES] + [""]
-    states = text_encoder(common.tokenize(captions, 77)).last_hidden_state  # (401, 77, D)
-    return states[:-1], states[-1]
+    def __init__(self, pipeline_dir: Path, *, pairs_only: bool) -> None:
+        from transformers import CLIPTextModel
+
+        self.text_encoder = CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder", dtype=torch.float32).eval()
+        pairs = [make_caption([x, y]) for x in CLASSES for y in CLASSES] if pairs_only else []
+        states = self.encode([*pairs, ""])  # one batch, as the first U-Nets' table was computed
+        self.empty = states[-1]  # (77, D), for classifier-free guidance
+        # (20 * 20, 77, D) indexed by `x * 20 + y` for "a photograph of a {x} and a {y}" (x == y unused)
+        self.pair_table = states[:-1] if pairs_only else None
+
+    @torch.no_grad()
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        return self.text_encoder(common.tokenize(captions, 77)).last_hidden_state  # (B, 77, D)
+
+    def __call__(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, K) class indices, -1 where a scene has fewer than K objects → (B, 77, D) caption states."""
+        if self.pair_table is not None:
+            swap = torch.rand(len(classes), generator=generator) < 0.5
+            pair = torch.where(swap[:, None], classes.flip(1), classes)
+            return self.pair_table[_pair_table_index(pair.numpy())]
+        captions = []
+        for row in classes:
+            present = row[row >= 0]
+            order = present[torch.randperm(len(present), generator=generator)]
+            captions.append(make_caption([CLASSES[int(i)] for i in order]))
+        return self.encode(captions)
+
+
+def training_scenes(version: UnetVersion, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A version's training renders (N, H, W, 3) uint8 and their classes (N, K) int64, -1-padded to the most
+    objects per scene. Each object count renders its share of the scenes from its own range of seeds."""
+    share = version.scenes // len(version.objects)
+    parts = [
+        cached_render_set(cache_dir, TRAIN_FIRST_SEED + i * share, share, num_objects=n, style=version.style)
+        for i, n in enumerate(version.objects)
+    ]
+    if len(parts) == 1:
+        return parts[0].images, parts[0].classes
+    widest = max(version.objects)
+    classes = [np.pad(p.classes, ((0, 0), (0, widest - p.classes.shape[1])), constant_values=-1) for p in parts]
+    return np.concatenate([p.images for p in parts]), np.concatenate(classes)
 
 
 @torch.no_grad()
@@ -93,17 +128,18 @@ def train_unet(config: common.TrainConfig, weights_dir: Path, checkpoints_dir: P
     from diffusers import DDPMScheduler
 
     version = version_named(config.part)
-    data = cached_render_set(config.run_dir / "cache", TRAIN_FIRST_SEED, version.scenes, style=version.style)
-    latent_path = config.part_dir / f"latents_{version.style}_{version.scenes}.safetensors"
+    images, scene_classes = training_scenes(version, config.run_dir / "cache")
+    counts = "" if version.objects == (2,) else "_" + "".join(map(str, version.objects))  # pairs keep their names
+    latent_path = config.part_dir / f"latents_{version.style}_{version.scenes}{counts}.safetensors"
     if latent_path.exists():
         latents = load_file(str(latent_path))["latents"]
     else:
         log.info("%s: encoding %d %s renders with the shipped VAE", config.part, version.scenes, version.style)
-        latents = encode_latents(pipeline_dir, data.images)
+        latents = encode_latents(pipeline_dir, images)
         config.part_dir.mkdir(parents=True, exist_ok=True)
         save_file({"latents": latents.contiguous()}, str(latent_path))
     log.info("%s: latents %s, std %.3f", config.part, tuple(latents.shape), latents.std().item())
-    table, empty = caption_embedding_table(pipeline_dir)
+    captions = CaptionStates(pipeline_dir, pairs_only=version.objects == (2,))
     noise_schedule = DDPMScheduler.from_pretrained(pipeline_dir / "scheduler")
     torch.manual_seed(config.seed)
     unet = models.build_unet(version.architecture)
@@ -113,19 +149,16 @@ def train_unet(config: common.TrainConfig, weights_dir: Path, checkpoints_dir: P
         step = _seed_from_published(version, weights_dir, checkpoints_dir, unet, ema)
         save_training_state(config.checkpoint_path, unet, optimizer, step, ema)
     assert config.batch_size is not None
-    classes = torch.from_numpy(data.classes)
+    classes = torch.from_numpy(scene_classes)
     first_batch_seed = 0 if version.start is None else 1  # a fine-tune sees other batches than its start did
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         idx = torch.from_numpy(common.batch_indices(config.seed + first_batch_seed, step, len(latents), config.batch))
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         x0 = latents[idx]  # (B, 4, h, w)
-        pair = classes[idx]  # (B, 2)
-        swap = torch.rand(len(idx), generator=generator) < 0.5
-        pair = torch.where(swap[:, None], pair.flip(1), pair)
-        context = table[_pair_table_index(pair.numpy())]  # (B, 77, D)
+        context = captions(classes[idx], generator)  # (B, 77, D)
         drop = torch.rand(len(idx), generator=generator) < 0.1
-        context = torch.where(drop[:, None, None], empty[None], context)
+        context = torch.where(drop[:, None, None], captions.empty[None], context)
         noise = torch.randn(x0.shape, generator=generator)
         t = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(idx),), generator=generator)
         noisy = noise_schedule.add_noise(x0, noise, t)
