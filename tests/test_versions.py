@@ -1,4 +1,4 @@
-"""The mini world's U-Net versions (miniworld-ft, miniworld-v2): styles, configs, loading by name."""
+"""The mini world's U-Net versions (miniworld-ft, miniworld-v2, miniworld-crowd): styles, configs, loading by name."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_truth_sets_name_their_version_and_plain_sets_keep_their_identity():
         TruthSetConfig(out="x", model="sd15")
 
 
-@pytest.mark.parametrize("name", ["miniworld-ft", "miniworld-v2"])
+@pytest.mark.parametrize("name", ["miniworld-ft", "miniworld-v2", "miniworld-crowd"])
 def test_versions_are_worlds_with_the_mini_worlds_parts_and_their_own_unet(name):
     world = get_world(name)
     base = get_world("miniworld")
@@ -71,7 +71,7 @@ def test_shipped_weights_fit_the_budget():
     from groundiff.miniworld.weights import PACKAGE_DIR
 
     sizes = {path: path.stat().st_size for path in PACKAGE_DIR.rglob("*.safetensors")}
-    assert {p.parent.name for p in sizes} >= {"unet", "unet-ft", "unet-v2", "grounding"}
+    assert {p.parent.name for p in sizes} >= {"unet", "unet-ft", "unet-v2", "unet-crowd", "grounding"}
     too_big = {str(p): s for p, s in sizes.items() if s > 10_000_000}
     assert not too_big
     assert sum(sizes.values()) <= 50_000_000

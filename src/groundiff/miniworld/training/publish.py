@@ -48,7 +48,9 @@ def _publish_unet(config: common.TrainConfig, part: str, checkpoints_dir: Path) 
     with safe_open(str(run), framework="pt") as handle:
         step = int(handle.metadata()["step"])
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    record = {"model": version.model, "step": step, "batch_size": config.batch_size, "seed": config.seed}
+    # The run's checkpoint does not hold its batch size: the part's default unless publish is told otherwise.
+    batch_size = config.batch_size or common.DEFAULT_BATCH[part]
+    record = {"model": version.model, "step": step, "batch_size": batch_size, "seed": config.seed}
     (checkpoints_dir / f"{part}.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("publish: %s EMA at step %d", version.model, step)
     return unet
