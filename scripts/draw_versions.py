@@ -10,6 +10,7 @@ another prompt where a model failed the first.
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 from groundiff.data.dataset import GroundingDataset
@@ -36,7 +37,7 @@ def main() -> None:
             axis.imshow(by_index[column].image, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
-            axis.set_title(" and ".join(by_index[column].classes), fontsize=7)
+            axis.set_title(textwrap.fill(" and ".join(by_index[column].classes), 26), fontsize=7)
         axes[row, 0].set_ylabel(model, fontsize=9)
     save_figure(figure, args.out)
     print(f"wrote {args.out}")

@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from groundiff.data.manifest import read_manifest
 from groundiff.evaluation.evaluate import evaluate_checkpoint
+from groundiff.model.checkpoint import load_checkpoint_meta
 from result_files import score_row, write_results
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -31,6 +33,27 @@ def table_rows(models: dict[str, Any]) -> list[dict[str, Any]]:
         for name, model in models.items()
         for count, row in model["objects"].items()
     ]
+
+
+def training_set(checkpoint: Path) -> dict[str, Any]:
+    """The model's training set as its manifest tells it: the U-Net that drew it, objects per prompt, and how
+    many samples the labeler kept and discarded (a prompt's sample is discarded when a named object is missing)."""
+    meta = load_checkpoint_meta(checkpoint)
+    folder = Path(meta.train_config["train"])
+    manifest = read_manifest(folder) if (folder / "manifest.json").exists() else {}
+    kept, discarded = manifest.get("samples"), manifest.get("discarded")
+    return {
+        "folder": str(folder),
+        "model": meta.set_config.get("model"),
+        "objects_per_prompt": [
+            meta.set_config.get("objects_per_prompt"),
+            meta.set_config.get("max_objects_per_prompt"),
+        ],
+        "samples_used": meta.train_config.get("max_train_samples") or kept,
+        "kept": kept,
+        "discarded": discarded,
+        "keep_rate": kept / (kept + discarded) if kept is not None and discarded is not None else None,
+    }
 
 
 def main() -> None:
@@ -56,7 +79,7 @@ def main() -> None:
             results = report.results.items()
             rows[str(count)] = {kind.removeprefix("truth-"): score_row(result) for kind, result in results}
             print(name, count, {k: round(v["miou"], 1) for k, v in rows[str(count)].items()}, flush=True)
-        models[name] = {"checkpoint": checkpoint, "objects": rows}
+        models[name] = {"checkpoint": checkpoint, "objects": rows, "train_set": training_set(Path(checkpoint))}
     write_results(args.out, models, table_rows, update=args.update, seed=0, threads=1)
 
 
