@@ -27,7 +27,8 @@ ALLOWED_DECIMALS = (
     "dropout 0.1",
     "CFG 7.5",
     "127.0.0.1",
-    "--negative-fraction 0.5",  # a setting, not a measurement
+    "--negative-fraction 0.5",  # settings, not measurements
+    "--hard-negatives 0.5",
 )
 DECIMAL = re.compile(r"\d+\.\d+")
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
