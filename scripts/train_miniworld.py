@@ -2,12 +2,11 @@
 
     python scripts/train_miniworld.py <part> [--resume] [--minutes M] [--steps N]
 
-Parts, in the order they depend on each other: vae, clip, unet (then its versions unet-ft, unet-v2), labeler,
-then publish (writes the weights into this checkout's src/groundiff/miniworld/weights/ unless --weights-dir
-says otherwise). See
-`groundiff.miniworld.training` for what each part trains. The shipped grounding checkpoint is trained by
-`groundiff train` (recipe: src/groundiff/configs/models/miniworld-grounding.yaml) and published with
-`publish --parts grounding --grounding-checkpoint <run>/best`.
+Parts, in the order they depend on each other: vae, clip, unet (then its versions unet-ft, unet-v2, unet-crowd),
+labeler, then publish (writes the weights into this checkout's src/groundiff/miniworld/weights/ unless
+--weights-dir says otherwise). See `groundiff.miniworld.training` for what each part trains. The shipped
+grounding checkpoint is trained by `groundiff train` (recipe: src/groundiff/configs/models/miniworld-grounding.yaml)
+and published with `publish --parts grounding --grounding-checkpoint <run>/best`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+PRESENCE_INPUTS = ("statistics", "region")  # what a presence output may read (`model.presence.PresenceHead`)
+
 
 @dataclass(frozen=True)
 class GroundingModelConfig:
@@ -64,9 +66,10 @@ class GroundingModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GroundingModelConfig.dropout={self.dropout} must be in [0, 1), e.g. 0.1.")
-        if self.presence_inputs not in ("statistics", "region"):
+        if self.presence_inputs not in PRESENCE_INPUTS:
             raise ValueError(
-                f"GroundingModelConfig.presence_inputs={self.presence_inputs!r} must be 'statistics' or 'region'."
+                f"GroundingModelConfig.presence_inputs={self.presence_inputs!r} must be one of "
+                f"{', '.join(PRESENCE_INPUTS)}."
             )
         if self.mask_size is not None and self.mask_size < 1:
             raise ValueError(

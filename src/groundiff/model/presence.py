@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRESENCE_INPUTS = ("statistics", "region")
+from groundiff.model.config import PRESENCE_INPUTS
 
 
 class PresenceHead(nn.Module):
@@ -38,11 +38,11 @@ class PresenceHead(nn.Module):
         super().__init__()
         if inputs not in PRESENCE_INPUTS:
             raise ValueError(f"Unknown presence inputs {inputs!r}; choose one of {', '.join(PRESENCE_INPUTS)}.")
-        self.inputs = inputs
-        shape_width = 32 if inputs == "region" else 0
-        region_width = 2 * channels + shape_width if inputs == "region" else 0
-        self.shape_reader = (
-            nn.Sequential(
+        width = channels + 3  # mask embedding, logit peak, mean and area
+        self.shape_reader: nn.Module | None = None
+        if inputs == "region":
+            shape_width = 32
+            self.shape_reader = nn.Sequential(
                 nn.Conv2d(1, 16, 3, padding=1),
                 nn.ReLU(),
                 nn.Conv2d(16, shape_width, 3, stride=2, padding=1),
@@ -50,10 +50,8 @@ class PresenceHead(nn.Module):
                 nn.AdaptiveMaxPool2d(1),
                 nn.Flatten(),
             )
-            if inputs == "region"
-            else None
-        )
-        self.mlp = nn.Sequential(nn.Linear(channels + 3 + region_width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            width += 2 * channels + shape_width  # region mean, its product with the embedding, shape code
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(
         self,

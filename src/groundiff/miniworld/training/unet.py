@@ -120,8 +120,8 @@ def _seed_from_published(
 def train_unet(config: common.TrainConfig, weights_dir: Path, checkpoints_dir: Path, pipeline_dir: Path) -> None:
     """Train the U-Net version of `config.part` on latents of the shipped VAE, text from the frozen encoder.
 
-    ε- or v-prediction as the version says. Each sample's caption names its two classes in a random
-    order; 10% of captions are replaced by "" so that classifier-free guidance works. The EMA of the
+    ε- or v-prediction as the version says. Each sample's caption names its classes in a random order
+    (`CaptionStates`); 10% of captions are replaced by "" so that classifier-free guidance works. The EMA of the
     weights (decay 0.999) is what ships. With `--resume` and no run checkpoint, the run is seeded from
     the published weights (see `_seed_from_published`).
     """
