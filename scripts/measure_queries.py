@@ -57,6 +57,11 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         "hard_negatives": meta.train_config.get("hard_negatives", 0.0),
         "presence_inputs": meta.model_config.get("presence_inputs", "statistics") if model.presence_head else None,
         "val_miou": meta.val.get("miou"),
+        "answer_rule": {  # `groundiff tune-answers`: chosen on a validation set, or the defaults
+            "presence_threshold": model.config.presence_threshold,
+            "min_own_share": model.config.min_own_share,
+            "tuned_on": meta.val.get("answer_rule", {}).get("set"),
+        },
         "template": meta.template,
         "subtract_others": meta.subtract_others,
         "best_epoch": meta.epoch,

@@ -11,14 +11,17 @@ import torch
 
 from conftest import config, generate
 from groundiff.cli import main
-from groundiff.data.batching import NegativeQueries, collate, shares_word
+from groundiff.data import GroundingDataset
+from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
-from groundiff.evaluation.absent import evaluate_absent_queries
+from groundiff.data.sets import open_set
+from groundiff.evaluation.absent import OWN_SHARES, PRESENCE_THRESHOLDS, evaluate_absent_queries, set_classes
 from groundiff.evaluation.metrics import proportion_ci95
 from groundiff.ground import ground
-from groundiff.model import build_grounding_model
+from groundiff.model import GroundingModel, GroundingOutput, build_grounding_model
+from groundiff.model.answers import found_queries
 from groundiff.model.checkpoint import load_grounding_model, save_checkpoint
-from groundiff.sd.pipelines import load_pipeline
+from groundiff.sd.pipelines import load_pipeline, load_text_components
 from groundiff.training.config import TrainConfig
 from groundiff.training.loop import train
 from groundiff.training.losses import presence_loss
@@ -160,6 +163,8 @@ class ScriptedModel(torch.nn.Module):
         self.pool = pool
         self.config = TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "mask_size": 32})
 
+    found = GroundingModel.found  # the answer rule of the real model, read from `config`
+
     def answer(self, maps, queries, padding=None):
         from groundiff.model import GroundingOutput
 
@@ -223,6 +228,34 @@ def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, 
     model, meta = load_grounding_model(report.out / "best")
     assert model.presence_head is not None and meta.model_config["presence_head"] is True
     assert meta.train_config["negative_fraction"] == 0.5
+    # The run chose its answer rule on its validation set: the best N-acc among rules with T-acc >= 98.
+    rule = meta.val["answer_rule"]
+    assert rule["set"] == run.val and len(rule["grid"]) == len(PRESENCE_THRESHOLDS) * len(OWN_SHARES)
+    assert (model.config.presence_threshold, model.config.min_own_share) == (
+        rule["presence_threshold"],
+        rule["min_own_share"],
+    )
+    eligible = [row for row in rule["grid"] if row["t_acc"] >= 98.0]
+    if eligible:
+        assert rule["t_acc"] >= 98.0 and rule["n_acc"] == max(row["n_acc"] for row in eligible)
+    else:  # no rule reaches the floor: the laxest
+        assert rule["t_acc"] == max(row["t_acc"] for row in rule["grid"])
+
+    # `tune-answers` rewrites the rule (without a T-acc floor: the highest N-acc), leaves the weights, and
+    # evaluating the tuned checkpoint on the same set gives the figures it chose by.
+    tuned = tmp_path / "tuned"
+    save_checkpoint(tuned, model, meta)
+    assert main(["tune-answers", "--checkpoint", str(tuned), "--min-t-acc", "0"]) == 0
+    retuned, retuned_meta = load_grounding_model(tuned)
+    chosen = retuned_meta.val["answer_rule"]
+    assert chosen["n_acc"] == max(row["n_acc"] for row in chosen["grid"])
+    weights = zip(retuned.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
+    embedder = ClassEmbedder.for_checkpoint(retuned_meta, *load_text_components(retuned_meta.text_model))
+    pool = set_classes(GroundingDataset([small_sets["val"]], features=False))
+    again = evaluate_absent_queries(retuned, open_set(str(small_sets["val"])), embedder, pool)
+    assert (again["n_acc"], again["t_acc"]) == (chosen["n_acc"], chosen["t_acc"])
+    assert again["rule"] == {key: chosen[key] for key in ("presence_threshold", "min_own_share")}
     without = TrainConfig(**{**vars(run), "out": str(tmp_path / "plain"), "negative_fraction": 0.0})
     plain, _ = load_grounding_model(train(without).out / "best")
     assert plain.presence_head is None
@@ -241,6 +274,29 @@ def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, 
     assert main(["evaluate", *arguments, "--absent-queries"]) == 0
     absent = json.loads(out.read_text())["test-seen"]["absent"]
     assert absent["n_acc"] == 100.0 and absent["t_acc"] == 0.0 and absent["queries"]["absent"] == 4
+
+
+def test_an_object_that_keeps_too_little_of_its_mask_against_the_others_is_not_found():
+    logits = torch.full((1, 3, 8, 8), -10.0)
+    logits[0, 0, :4, :4] = 4.0  # the first object
+    logits[0, 1, :4, :4] = 2.0  # a second query paints it too, less sure,
+    logits[0, 1, :4, 4] = 2.0  # and 4 pixels of its own: it keeps 4 of its 20
+    logits[0, 2, 4:, 4:] = 3.0  # a third object elsewhere
+    valid = torch.ones(1, 3, dtype=torch.bool)
+    assert found_queries(logits, None, valid).tolist() == [[True, True, True]]  # no contest
+    assert found_queries(logits, None, valid, min_own_share=0.5).tolist() == [[True, False, True]]
+    assert found_queries(logits, None, valid, min_own_share=0.1).tolist() == [[True, True, True]]
+    asked_alone = torch.tensor([[False, True, True]])  # the stronger query is padding: nothing to lose to
+    assert found_queries(logits, None, asked_alone, min_own_share=0.5).tolist() == [[False, True, True]]
+    presence = torch.tensor([[2.0, 0.0, -2.0]])  # probabilities 0.88, 0.5, 0.12
+    assert found_queries(logits, presence, valid).tolist() == [[True, False, False]]
+    assert found_queries(logits, presence, valid, presence_threshold=0.1).tolist() == [[True, True, True]]
+    model = build_grounding_model(
+        TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "min_own_share": 0.5}), TINY_SHAPES, TEXT_WIDTH, image_size=8
+    )
+    assert model.found(GroundingOutput(logits, None)).tolist() == [[True, False, True]]  # the config's rule
+    with pytest.raises(ValueError, match="min_own_share"):
+        TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "min_own_share": 1.5})
 
 
 def test_a_checkpoint_without_the_field_loads_without_a_head():

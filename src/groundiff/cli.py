@@ -159,6 +159,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune_answers(args: argparse.Namespace) -> int:
+    """choose a checkpoint's "not found" rule on a validation set and record it in the checkpoint"""
+    from groundiff.training.answer_rule import tune_checkpoint_answers
+    from groundiff.training.config import TuneAnswersConfig
+
+    config = build_config(TuneAnswersConfig, args.config, args)
+    choice = tune_checkpoint_answers(
+        Path(config.checkpoint), config.val, min_t_acc=config.min_t_acc, batch_size=config.batch_size
+    )
+    print(
+        f"{config.checkpoint}: found when presence > {choice['presence_threshold']:.2f} and own share >= "
+        f"{choice['min_own_share']:.1f}; on validation N-acc {choice['n_acc']:.1f} %, T-acc {choice['t_acc']:.1f} %"
+    )
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     """mIoU of a trained checkpoint on test sets beside floors, ceilings and references"""
     from groundiff.evaluation.config import EvaluateConfig
@@ -249,8 +265,16 @@ _DESCRIPTIONS = {
         "resolution, the colour threshold and the labeler (mini world), and optionally the cross-attention "
         "reference with its threshold tuned on --val."
     ),
+    "tune-answers": (
+        "Choose when a checkpoint answers an object 'not found': the presence probability it must exceed and "
+        "the share of its mask it must keep against the other objects asked (so that a 'red disc' painting "
+        "the red ring another query names is turned away). The rule with the highest N-acc among those whose "
+        "T-acc on the validation set reaches --min-t-acc is written into the checkpoint; `groundiff train` "
+        "already does this for models trained with --negative-fraction."
+    ),
 }
 _EXAMPLES = {
+    "tune-answers": "Example: groundiff tune-answers --checkpoint run/best --val truth/val",
     "evaluate": (
         "Example: groundiff evaluate --checkpoint run/best --data data/test-seen truth/test-seen "
         "--val data/val truth/val --attention-baseline --out eval.json"
@@ -287,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     from groundiff.generation.config import GenerateConfig, LabelConfig, ScoreConfig
     from groundiff.ground import GroundConfig
     from groundiff.miniworld.truth import TruthSetConfig
-    from groundiff.training.config import TrainConfig
+    from groundiff.training.config import TrainConfig, TuneAnswersConfig
 
     # Each command: its name, its config and the function that runs it, whose docstring is its help.
     commands_table: list[tuple[str, type, Callable[[argparse.Namespace], int]]] = [
@@ -299,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("synthesize", SynthesizeConfig, _cmd_synthesize),
         ("downstream", DownstreamConfig, _cmd_downstream),
         ("train", TrainConfig, _cmd_train),
+        ("tune-answers", TuneAnswersConfig, _cmd_tune_answers),
         ("evaluate", EvaluateConfig, _cmd_evaluate),
         ("ground", GroundConfig, _cmd_ground),
         ("demo", DemoConfig, _cmd_demo),

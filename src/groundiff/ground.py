@@ -73,8 +73,9 @@ class GroundingResult:
         image: (H, W, 3) uint8.
         masks: object name → (H, W) bool, probability > 0.5; all False for an object not found.
         probabilities: object name → (H, W) float32 in [0, 1].
-        found: object name → whether it was found: the presence output of a model that has one
-            (trained with negative queries), else whether its mask has a pixel.
+        found: object name → whether it was found (`GroundingModel.found`: a mask with a pixel, the
+            presence output of a model trained with negative queries, the share of its mask it keeps
+            against the other objects asked), and its mask at the image's size has a pixel.
         presence: object name → presence probability in [0, 1], for a model with a presence output.
     """
 
@@ -320,10 +321,8 @@ def ground_maps(
         resized = F.interpolate(output.logits.sigmoid().float(), size=image.shape[:2], mode="bilinear")[0]
         probabilities = resized.cpu().numpy()  # (N, H, W)
     presence = None if output.presence is None else output.presence[0].sigmoid().float().cpu().tolist()
-    found = {
-        name: bool((probabilities[i] > 0.5).any()) and (presence is None or presence[i] > 0.5)
-        for i, name in enumerate(names)
-    }
+    answers = model.found(output)[0].tolist()
+    found = {name: bool(answers[i] and (probabilities[i] > 0.5).any()) for i, name in enumerate(names)}
     return GroundingResult(
         prompt=prompt,
         image=image,

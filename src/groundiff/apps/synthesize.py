@@ -7,7 +7,8 @@ labeler knows. Three steps, each resumable:
    sharded, several workers, with the sampler and capture settings of the checkpoint's training set,
    so the model reads the features it learned from).
 2. Label every image from its features (`GroundingLabeler` through `label_set`). An image is kept
-   only if each named object is found (the presence output, for a model that has one) and covers at
+   only if each named object is found (`GroundingModel.found`: its mask, the presence output of a model
+   trained with negatives, the share of its mask it keeps against the other objects) and covers at
    least `min_area` of the image; the kept samples are WebDataset shards like every groundiff set.
 3. Export the kept images as COCO JSON and VOC index PNGs (`data.export.export_set`).
 

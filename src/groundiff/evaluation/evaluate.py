@@ -34,13 +34,12 @@ from groundiff.worlds import get_world
 
 @torch.no_grad()
 def predict(model: GroundingModel, batch: Any) -> torch.Tensor:
-    """Binary masks (B, N, H, W) bool of a `GroundingBatch`: padded queries, and those a model with a
-    presence head answers "not found", are all False."""
+    """Binary masks (B, N, H, W) bool of a `GroundingBatch`: padded queries, and those the model answers
+    "not found" (`GroundingModel.found`), are all False."""
     device = next(model.parameters()).device
     batch = batch.to(device)
     output = model.answer(batch.features, batch.embeddings, ~batch.valid)
-    answered = batch.valid if output.presence is None else batch.valid & (output.presence.sigmoid() > 0.5)  # (B, N)
-    return (output.logits.sigmoid() > 0.5) & answered[:, :, None, None]  # (B, N, H, W)
+    return (output.logits.sigmoid() > 0.5) & model.found(output, batch.valid)[:, :, None, None]  # (B, N, H, W)
 
 
 @torch.no_grad()

@@ -48,6 +48,18 @@ class GroundingModelConfig:
         },
     )
 
+    presence_threshold: float = field(
+        default=0.5,
+        metadata={"help": "an object is found only where its presence probability exceeds this (models with one)"},
+    )
+    min_own_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "an object is found only where at least this share of its mask is its own (no other object "
+            "asked with it is more probable there); 0 = off. `groundiff tune-answers` picks it on validation"
+        },
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_channels", tuple(int(c) for c in self.level_channels))
         if not self.level_channels or min(self.level_channels) < 1:
@@ -71,6 +83,9 @@ class GroundingModelConfig:
                 f"GroundingModelConfig.presence_inputs={self.presence_inputs!r} must be one of "
                 f"{', '.join(PRESENCE_INPUTS)}."
             )
+        for name in ("presence_threshold", "min_own_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"GroundingModelConfig.{name}={getattr(self, name)} must be in [0, 1], e.g. 0.5.")
         if self.mask_size is not None and self.mask_size < 1:
             raise ValueError(
                 f"GroundingModelConfig.mask_size={self.mask_size} must be positive, or None for the image size."

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groundiff.model.answers import found_queries
 from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
 from groundiff.model.presence import PresenceHead
@@ -26,8 +27,8 @@ class GroundingOutput:
 
     Attributes:
         logits: (B, N, S, S) mask logits; predicted masks are `sigmoid(logits) > 0.5`.
-        presence: (B, N) presence logits (present where `sigmoid > 0.5`), or None for a model
-            without a presence head, whose answer to an absent object is whatever mask it paints.
+        presence: (B, N) presence logits, or None for a model without a presence head, whose answer
+            to an absent object is whatever mask it paints. `GroundingModel.found` gives the answer.
     """
 
     logits: torch.Tensor
@@ -98,6 +99,19 @@ class GroundingModel(nn.Module):
     ) -> torch.Tensor:
         """(B, N, S, S) mask logits; see `answer`, which also gives the presence logits."""
         return self.answer(features, class_embeddings, class_padding).logits
+
+    def found(self, output: GroundingOutput, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) bool: which queries of `output` the model answers "found" under its config's rule
+        (`model.answers.found_queries`); `valid` (B, N) is False for padding slots, None = none."""
+        if valid is None:
+            valid = torch.ones(output.logits.shape[:2], dtype=torch.bool, device=output.logits.device)
+        return found_queries(
+            output.logits,
+            output.presence,
+            valid,
+            presence_threshold=self.config.presence_threshold,
+            min_own_share=self.config.min_own_share,
+        )
 
     def answer(
         self,

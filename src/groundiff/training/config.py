@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundiff.config import check_types, option
+from groundiff.config import REQUIRED, check_types, option
 from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
@@ -95,3 +95,13 @@ class TrainConfig:
         """The fields that decide the trained weights, as JSON values; a resumed run must match them exactly."""
         values = json.loads(json.dumps(dataclasses.asdict(self)))
         return {k: v for k, v in values.items() if k not in RESUME_FREE_FIELDS}
+
+
+@dataclass
+class TuneAnswersConfig:
+    """Which checkpoint's answer rule to tune, on what; see `groundiff.training.answer_rule`."""
+
+    checkpoint: str = option(REQUIRED, "a checkpoint folder (runs/.../best); its checkpoint.json is rewritten")
+    val: str | None = option(None, "validation set folder (generated or truth); default: the run's --val")
+    min_t_acc: float = option(98.0, "the lowest T-acc (%) on the validation set a rule may have")
+    batch_size: int = option(4, "images per forward pass")

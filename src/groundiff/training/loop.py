@@ -34,12 +34,14 @@ from groundiff.model.builder import default_level_channels
 from groundiff.model.checkpoint import (
     CheckpointMeta,
     load_checkpoint_meta,
+    load_grounding_model,
     load_weights,
     recover_checkpoint,
     restore_training_state,
     save_checkpoint,
 )
 from groundiff.sd.pipelines import load_text_components
+from groundiff.training.answer_rule import record_answer_rule
 from groundiff.training.config import RESUME_FREE_FIELDS, TrainConfig
 from groundiff.training.losses import grounding_loss, presence_loss
 
@@ -272,6 +274,8 @@ class _Trainer:
             if self.world > 1:
                 torch.distributed.barrier()
             log.info("epoch %d: loss %.4f, val mIoU %.2f", epoch + 1, row["train_loss"], val["miou"])
+        if self.rank == 0 and self.model.presence_head is not None:
+            self.tune_answers()
         best_row = max(history, key=lambda r: r["val_miou"])
         total = sum(r["seconds"] for r in history)
         return TrainReport(
@@ -281,6 +285,19 @@ class _Trainer:
             samples_per_s=sum(r["samples"] for r in history) / total,
             data_wait_fraction=sum(r["data_wait_s"] for r in history) / total,
             history=history,
+        )
+
+    def tune_answers(self) -> None:
+        """Choose the best checkpoint's answer rule on the validation set (it trades N-acc against T-acc),
+        and record it there; run again on a resumed, finished run, it writes the same rule."""
+        model, meta = load_grounding_model(self.out / BEST, device=str(self.device))
+        choice = record_answer_rule(self.out / BEST, model, meta, self.val_set, self.embedder, self.config.val)
+        log.info(
+            "answer rule: presence > %.2f, own share >= %.1f (val N-acc %.1f, T-acc %.1f)",
+            choice["presence_threshold"],
+            choice["min_own_share"],
+            choice["n_acc"],
+            choice["t_acc"],
         )
 
     def loader(self, epoch: int) -> DataLoader[GroundingBatch]:
