@@ -61,6 +61,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
             "presence_threshold": model.config.presence_threshold,
             "min_own_share": model.config.min_own_share,
             "tuned_on": meta.val.get("answer_rule", {}).get("set"),
+            "validation": meta.val.get("answer_rule"),  # every rule tried there, with its N-acc and T-acc
         },
         "template": meta.template,
         "subtract_others": meta.subtract_others,
