@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 from safetensors.torch import load_file
 
 from groundiff import __version__
-from groundiff.cli import main
+from groundiff.cli import build_parser, main
 from groundiff.sd.dtypes import parse_dtype
 from groundiff.sd.pipelines import load_pipeline
 
@@ -20,6 +21,13 @@ def test_version_and_help(capsys):
     assert capsys.readouterr().out.strip() == f"groundiff {__version__}"
     assert main([]) == 0
     assert "capture" in capsys.readouterr().out
+    # Every command's help renders: argparse %-formats help texts, so a bare "%" in one breaks it.
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0, name
+        assert "usage: groundiff " + name in capsys.readouterr().out
 
 
 def test_env_prints_versions_and_device(capsys):

@@ -103,5 +103,5 @@ class TuneAnswersConfig:
 
     checkpoint: str = option(REQUIRED, "a checkpoint folder (runs/.../best); its checkpoint.json is rewritten")
     val: str | None = option(None, "validation set folder (generated or truth); default: the run's --val")
-    min_t_acc: float = option(98.0, "the lowest T-acc (%) on the validation set a rule may have")
+    min_t_acc: float = option(98.0, "the lowest T-acc, in percent, that a rule may have on the validation set")
     batch_size: int = option(4, "images per forward pass")
