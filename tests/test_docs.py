@@ -29,6 +29,7 @@ ALLOWED_DECIMALS = (
     "127.0.0.1",
     "--negative-fraction 0.5",  # settings, not measurements
     "--hard-negatives 0.5",
+    "--negative-fraction 1.0",
 )
 DECIMAL = re.compile(r"\d+\.\d+")
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
