@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
+from groundiff.evaluation.config import MIN_T_ACC
 from groundiff.evaluation.evaluate import summarize
 from groundiff.evaluation.metrics import IoUAccumulator, proportion_ci95
 from groundiff.model import GroundingModel
@@ -83,7 +84,7 @@ def tune_answer_rule(
     embedder: ClassEmbedder,
     pool: tuple[str, ...],
     *,
-    min_t_acc: float = 98.0,
+    min_t_acc: float = MIN_T_ACC,
     seed: int = 0,
     batch_size: int = 4,
 ) -> dict[str, Any]:

@@ -19,13 +19,14 @@ from groundiff.data.batching import ClassEmbedder
 from groundiff.data.records import SampleRecord
 from groundiff.data.sets import open_set
 from groundiff.evaluation.absent import set_classes, tune_answer_rule
+from groundiff.evaluation.config import MIN_T_ACC
 from groundiff.model import GroundingModel
 from groundiff.model.checkpoint import CheckpointMeta, load_grounding_model, save_checkpoint
 from groundiff.sd.pipelines import load_text_components
 
 
 def tune_checkpoint_answers(
-    folder: Path, val: str | None = None, *, min_t_acc: float = 98.0, batch_size: int = 4
+    folder: Path, val: str | None = None, *, min_t_acc: float = MIN_T_ACC, batch_size: int = 4
 ) -> dict[str, Any]:
     """Tune the answer rule of the checkpoint in `folder` on `val` (default: its training run's
     validation set) and write it into the checkpoint; returns `tune_answer_rule`'s choice.
@@ -51,7 +52,7 @@ def record_answer_rule(
     embedder: ClassEmbedder,
     source: str,
     *,
-    min_t_acc: float = 98.0,
+    min_t_acc: float = MIN_T_ACC,
     batch_size: int = 4,
 ) -> dict[str, Any]:
     """Tune `model`'s answer rule on `dataset` (the set in folder `source`; absent queries drawn from its

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from groundiff.config import REQUIRED, check_types, option
+from groundiff.evaluation.config import MIN_T_ACC
 from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
@@ -103,5 +104,5 @@ class TuneAnswersConfig:
 
     checkpoint: str = option(REQUIRED, "a checkpoint folder (runs/.../best); its checkpoint.json is rewritten")
     val: str | None = option(None, "validation set folder (generated or truth); default: the run's --val")
-    min_t_acc: float = option(98.0, "the lowest T-acc, in percent, that a rule may have on the validation set")
+    min_t_acc: float = option(MIN_T_ACC, "the lowest T-acc, in percent, that a rule may have on the validation set")
     batch_size: int = option(4, "images per forward pass")
