@@ -178,7 +178,7 @@ def test_every_part_trains_resumes_and_publishes(tmp_path, monkeypatch):
     for part in ("vae", "clip", "labeler"):
         assert train["main"]([part, *run, "--steps", "2"]) == 0
         assert train["main"]([part, *run, "--steps", "3", "--resume"]) == 0
-    assert train["main"](["publish", *run, *weights, "--parts", "vae,clip,unet"]) == 0
+    assert train["main"](["publish", *run, *weights, "--parts", "vae,clip"]) == 0  # the U-Net trains from these
     pipeline_dir = ["--pipeline-dir", str(tmp_path / "weights" / "pipeline")]
     assert train["main"](["unet", *run, *pipeline_dir, "--steps", "2"]) == 0
     assert train["main"](["publish", *run, *weights, "--parts", "unet,labeler"]) == 0

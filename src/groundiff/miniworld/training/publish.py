@@ -116,6 +116,11 @@ def publish(
                 "text_encoder": lambda: CLIPTextModel.from_pretrained(pipeline_dir / "text_encoder"),
                 "unet": lambda: UNet2DConditionModel.from_pretrained(pipeline_dir / "unet"),
             }
+        if "unet" not in components and "unet" not in existing:
+            # The base U-Net trains from a pipeline folder that holds the VAE and text encoder, so the first
+            # publish (vae, clip) ships an untrained one in its place until `publish --parts unet`.
+            log.warning("publish: no U-Net published yet; the pipeline holds an untrained one until --parts unet")
+            components["unet"] = models.build_unet(version_named("unet").architecture)
         for name in ("vae", "text_encoder", "unet"):
             if name not in components:
                 if name not in existing:
