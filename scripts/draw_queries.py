@@ -31,6 +31,7 @@ from groundiff.evaluation.evaluate import predict
 from groundiff.evaluation.overlap import shares_a_word
 from groundiff.miniworld.vocabulary import SEEN_CLASSES
 from groundiff.miniworld.weights import GROUNDING_DIR
+from groundiff.model.answers import answer_rule
 from groundiff.model.checkpoint import load_grounding_model
 from groundiff.sd.pipelines import load_text_components
 from groundiff.visualize import legend_handles, overlay, plt, save_figure
@@ -44,12 +45,8 @@ class Grounder:
     def __init__(self, checkpoint: Path, *, default_rule: bool = False) -> None:
         self.model, meta = load_grounding_model(checkpoint)
         if default_rule:  # the answer rule before tuning: presence probability 0.5, no contest
-            defaults = type(self.model.config)()
-            self.model.config = dataclasses.replace(
-                self.model.config,
-                presence_threshold=defaults.presence_threshold,
-                min_own_share=defaults.min_own_share,
-            )
+            defaults = answer_rule(type(self.model.config)())
+            self.model.config = dataclasses.replace(self.model.config, **defaults)
         self.embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
 
     def answer(self, record: SampleRecord, queries: Sequence[str]) -> tuple[list[np.ndarray], list[bool]]:

@@ -25,6 +25,7 @@ from groundiff.data.sets import open_set
 from groundiff.evaluation.absent import evaluate_absent_queries, set_classes
 from groundiff.evaluation.evaluate import evaluate_dataset, set_kind
 from groundiff.evaluation.overlap import evaluate_overlap
+from groundiff.model.answers import answer_rule
 from groundiff.model.checkpoint import load_grounding_model
 from groundiff.sd.pipelines import load_text_components
 from result_files import write_results
@@ -58,8 +59,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         "presence_inputs": meta.model_config.get("presence_inputs", "statistics") if model.presence_head else None,
         "val_miou": meta.val.get("miou"),
         "answer_rule": {  # `groundiff tune-answers`: chosen on a validation set, or the defaults
-            "presence_threshold": model.config.presence_threshold,
-            "min_own_share": model.config.min_own_share,
+            **answer_rule(model.config),
             "tuned_on": meta.val.get("answer_rule", {}).get("set"),
             "validation": meta.val.get("answer_rule"),  # every rule tried there, with its N-acc and T-acc
         },

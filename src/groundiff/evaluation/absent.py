@@ -27,7 +27,7 @@ from groundiff.evaluation.config import MIN_T_ACC
 from groundiff.evaluation.evaluate import summarize
 from groundiff.evaluation.metrics import IoUAccumulator, proportion_ci95
 from groundiff.model import GroundingModel
-from groundiff.model.answers import found_queries
+from groundiff.model.answers import ANSWER_RULE_FIELDS, answer_rule, found_queries
 
 
 def set_classes(dataset: Dataset[SampleRecord]) -> tuple[str, ...]:
@@ -48,7 +48,6 @@ OWN_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 class _Answers:
     """One batch's answers to present and absent queries, on the CPU, to be scored under several rules."""
 
-    indices: list[int]
     classes: list[list[str]]
     present: torch.Tensor  # (B, N) bool
     valid: torch.Tensor  # (B, N) bool
@@ -74,8 +73,7 @@ def evaluate_absent_queries(
         ValueError: a pool with no class absent from some image (nothing to ask for).
     """
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
-    rule = {"presence_threshold": model.config.presence_threshold, "min_own_share": model.config.min_own_share}
-    return {**_score(answers, rule, with_iou=True), "pool": list(pool), "seed": seed}
+    return {**_score(answers, answer_rule(model.config), with_iou=True), "pool": list(pool), "seed": seed}
 
 
 def tune_answer_rule(
@@ -101,7 +99,7 @@ def tune_answer_rule(
     thresholds = PRESENCE_THRESHOLDS if model.presence_head is not None else (model.config.presence_threshold,)
     grid = []
     for threshold, share in itertools.product(thresholds, OWN_SHARES):
-        rule = {"presence_threshold": threshold, "min_own_share": share}
+        rule = dict(zip(ANSWER_RULE_FIELDS, (threshold, share), strict=True))
         scores = _score(answers, rule, with_iou=False)
         grid.append({**rule, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]})
     eligible = [row for row in grid if row["t_acc"] >= min_t_acc]
@@ -112,7 +110,7 @@ def tune_answer_rule(
     return {
         **chosen,
         "min_t_acc": min_t_acc,
-        "grid": [{key: row[key] for key in ("presence_threshold", "min_own_share", "n_acc", "t_acc")} for row in grid],
+        "grid": [{**answer_rule(row), "n_acc": row["n_acc"], "t_acc": row["t_acc"]} for row in grid],
     }
 
 
@@ -149,7 +147,6 @@ def _answer_absent_queries(
         output = model.answer(on_device.features, on_device.embeddings, ~on_device.valid)
         answers.append(
             _Answers(
-                indices=list(batch.indices),
                 classes=[list(queries) for queries in batch.classes],
                 present=batch.present.clone(),
                 valid=batch.valid.clone(),

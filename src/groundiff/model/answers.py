@@ -15,7 +15,17 @@ Legend for shape comments: B batch, N queries, S mask side.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+ANSWER_RULE_FIELDS = ("presence_threshold", "min_own_share")  # the `GroundingModelConfig` fields of the rule
+
+
+def answer_rule(config: Any) -> dict[str, Any]:
+    """The answer rule of a `GroundingModelConfig` (or a tuning choice), as `found_queries`' keywords."""
+    source = config if isinstance(config, dict) else vars(config)
+    return {name: source[name] for name in ANSWER_RULE_FIELDS}
 
 
 def found_queries(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groundiff.model.answers import found_queries
+from groundiff.model.answers import answer_rule, found_queries
 from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
 from groundiff.model.presence import PresenceHead
@@ -105,13 +105,7 @@ class GroundingModel(nn.Module):
         (`model.answers.found_queries`); `valid` (B, N) is False for padding slots, None = none."""
         if valid is None:
             valid = torch.ones(output.logits.shape[:2], dtype=torch.bool, device=output.logits.device)
-        return found_queries(
-            output.logits,
-            output.presence,
-            valid,
-            presence_threshold=self.config.presence_threshold,
-            min_own_share=self.config.min_own_share,
-        )
+        return found_queries(output.logits, output.presence, valid, **answer_rule(self.config))
 
     def answer(
         self,

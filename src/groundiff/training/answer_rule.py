@@ -21,6 +21,7 @@ from groundiff.data.sets import open_set
 from groundiff.evaluation.absent import set_classes, tune_answer_rule
 from groundiff.evaluation.config import MIN_T_ACC
 from groundiff.model import GroundingModel
+from groundiff.model.answers import answer_rule
 from groundiff.model.checkpoint import CheckpointMeta, load_grounding_model, save_checkpoint
 from groundiff.sd.pipelines import load_text_components
 
@@ -60,9 +61,7 @@ def record_answer_rule(
     unchanged and the choice is kept in the checkpoint's `val["answer_rule"]`."""
     pool = set_classes(GroundingDataset([Path(source)], features=False))
     choice = tune_answer_rule(model, dataset, embedder, pool, min_t_acc=min_t_acc, batch_size=batch_size)
-    model.config = dataclasses.replace(
-        model.config, presence_threshold=choice["presence_threshold"], min_own_share=choice["min_own_share"]
-    )
+    model.config = dataclasses.replace(model.config, **answer_rule(choice))
     tuned = dataclasses.replace(
         meta, model_config=model.config.to_dict(), val={**meta.val, "answer_rule": {**choice, "set": source}}
     )
