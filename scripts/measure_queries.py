@@ -6,8 +6,9 @@
 For every model and every test set of the bench (generated sets against the labeler, truth sets
 against exact masks): the usual mIoU (present objects only); the gRefCOCO figures when each image
 is also asked for one class of the same set that it does not contain (N-acc, T-acc, and the mIoU of
-the present queries asked beside it; `groundiff.evaluation.absent`); and the pixels two objects both
-claim, for pairs that share a word and the rest (`groundiff.evaluation.overlap`).
+the present queries asked beside it, and as a ceiling the best answer rule on the set itself at
+T-acc >= 98; `groundiff.evaluation.absent`); and the pixels two objects both claim, for pairs that
+share a word and the rest (`groundiff.evaluation.overlap`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from result_files import write_results
 REPOSITORY = Path(__file__).resolve().parents[1]
 SETS = ("test-seen", "test-mixed", "test-unseen", "truth-test-seen", "truth-test-mixed", "truth-test-unseen")
 SEED = 0
+# The issue's T-acc target: each set also records the best rule on itself at this T-acc (a ceiling).
+CEILING_T_ACC = 98.0
 
 
 def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, Any]:
@@ -44,7 +47,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         dataset = open_set(str(folder))
         pool = set_classes(GroundingDataset([folder], features=False))
         present_only = evaluate_dataset(model, dataset, embedder)
-        absent = evaluate_absent_queries(model, dataset, embedder, pool, seed=SEED)
+        absent = evaluate_absent_queries(model, dataset, embedder, pool, seed=SEED, ceiling_t_acc=CEILING_T_ACC)
         rows[set_kind(folder)] = {
             "miou": present_only["miou"],
             "miou_ci95": present_only["miou_ci95"],

@@ -162,6 +162,7 @@ class ScriptedModel(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.present = present
         self.pool = pool
+        self.presence_head = None if present is None else torch.nn.Identity()  # only tested for None
         self.config = TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "mask_size": 32})
 
     found = GroundingModel.found  # the answer rule of the real model, read from `config`
@@ -191,6 +192,26 @@ def test_n_acc_and_t_acc_count_not_found_answers():
     assert misses_cat["per_class"]["cat"] == 0.0  # "not found" for a present object scores as an empty mask
     with pytest.raises(ValueError, match="names every class"):
         evaluate_absent_queries(ScriptedModel(None), dataset, FixedEmbedder(), ("cat", "dog"))
+
+
+def test_the_ceiling_is_the_best_rule_on_the_set_itself_and_leaves_the_answers_alone():
+    dataset = [record(i, pair) for i, pair in enumerate([["cat", "dog"], ["dog", "sofa"], ["cat", "sofa"]])]
+    absent = ("train", "bus")
+    knows = ScriptedModel({"cat", "dog", "sofa"})
+    plain = evaluate_absent_queries(knows, dataset, FixedEmbedder(), absent)
+    with_ceiling = evaluate_absent_queries(knows, dataset, FixedEmbedder(), absent, ceiling_t_acc=98.0)
+    assert {key: value for key, value in with_ceiling.items() if key != "ceiling"} == plain
+    ceiling = with_ceiling["ceiling"]
+    assert (ceiling["n_acc"], ceiling["t_acc"], ceiling["min_t_acc"]) == (100.0, 100.0, 98.0)
+    # Every mask covers the whole image and ties go to the first query, so any own share above 0 turns
+    # away all queries but the first of each image: at T-acc >= 98 only "no contest" (N-acc 0) qualifies;
+    # with no floor, the best rule turns away every absent query not asked first.
+    paints = ScriptedModel(None)
+    strict = evaluate_absent_queries(paints, dataset, FixedEmbedder(), absent, ceiling_t_acc=98.0)["ceiling"]
+    assert (strict["n_acc"], strict["t_acc"], strict["min_own_share"]) == (0.0, 100.0, 0.0)
+    lax = evaluate_absent_queries(paints, dataset, FixedEmbedder(), absent, ceiling_t_acc=0.0)["ceiling"]
+    first = [NegativeQueries(absent, fraction=1.0)(i, r.classes)[0] in absent for i, r in enumerate(dataset)]
+    assert lax["n_acc"] == pytest.approx(100 * (3 - sum(first)) / 3) and lax["min_own_share"] > 0
 
 
 def test_n_acc_is_split_by_whether_the_absent_class_shares_a_word_with_a_present_one():
@@ -257,6 +278,9 @@ def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, 
     again = evaluate_absent_queries(retuned, open_set(str(small_sets["val"])), embedder, pool)
     assert (again["n_acc"], again["t_acc"]) == (chosen["n_acc"], chosen["t_acc"])
     assert again["rule"] == {key: chosen[key] for key in ("presence_threshold", "min_own_share")}
+    # The ceiling on the tuning set at the tuning floor is the tuned rule itself.
+    ceiling = evaluate_absent_queries(retuned, open_set(str(small_sets["val"])), embedder, pool, ceiling_t_acc=0.0)
+    assert (ceiling["ceiling"]["n_acc"], ceiling["ceiling"]["t_acc"]) == (chosen["n_acc"], chosen["t_acc"])
     without = TrainConfig(**{**vars(run), "out": str(tmp_path / "plain"), "negative_fraction": 0.0})
     plain, _ = load_grounding_model(train(without).out / "best")
     assert plain.presence_head is None

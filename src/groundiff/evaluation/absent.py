@@ -64,16 +64,26 @@ def evaluate_absent_queries(
     *,
     seed: int = 0,
     batch_size: int = 4,
+    ceiling_t_acc: float | None = None,
 ) -> dict[str, Any]:
     """N-acc, T-acc (in %, with 95 % Wilson intervals) and present-query mIoU of `model`, answering under
     its config's rule (`GroundingModel.found`), when every image of `dataset` is also asked for one
     class of `pool` that it does not contain.
 
+    With `ceiling_t_acc`, the result also holds `ceiling`: the rule of the tuning grid with the highest
+    N-acc on this very set among those whose T-acc here is at least `ceiling_t_acc` % (the choice and
+    its N-acc and T-acc). No rule chosen on validation data can beat it, so when the ceiling misses a
+    target, the model's masks and presence outputs are what fall short, not the choice of rule.
+
     Raises:
         ValueError: a pool with no class absent from some image (nothing to ask for).
     """
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
-    return {**_score(answers, answer_rule(model.config), with_iou=True), "pool": list(pool), "seed": seed}
+    scores = {**_score(answers, answer_rule(model.config), with_iou=True), "pool": list(pool), "seed": seed}
+    if ceiling_t_acc is not None:
+        grid = _rule_grid(answers, _thresholds(model))
+        scores["ceiling"] = {**_best_rule(grid, ceiling_t_acc), "min_t_acc": ceiling_t_acc}
+    return scores
 
 
 def tune_answer_rule(
@@ -96,22 +106,35 @@ def tune_answer_rule(
         "queries", "grid": every rule tried with its N-acc and T-acc}.
     """
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
-    thresholds = PRESENCE_THRESHOLDS if model.presence_head is not None else (model.config.presence_threshold,)
+    grid = _rule_grid(answers, _thresholds(model))
+    return {
+        **_best_rule(grid, min_t_acc),
+        "min_t_acc": min_t_acc,
+        "grid": [{**answer_rule(row), "n_acc": row["n_acc"], "t_acc": row["t_acc"]} for row in grid],
+    }
+
+
+def _thresholds(model: GroundingModel) -> tuple[float, ...]:
+    """The presence thresholds worth trying: a model without a presence output ignores them."""
+    return PRESENCE_THRESHOLDS if model.presence_head is not None else (model.config.presence_threshold,)
+
+
+def _rule_grid(answers: list[_Answers], thresholds: tuple[float, ...]) -> list[dict[str, Any]]:
+    """N-acc and T-acc of every rule of `thresholds` × `OWN_SHARES` on the same answers."""
     grid = []
     for threshold, share in itertools.product(thresholds, OWN_SHARES):
         rule = dict(zip(ANSWER_RULE_FIELDS, (threshold, share), strict=True))
         scores = _score(answers, rule, with_iou=False)
         grid.append({**rule, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]})
+    return grid
+
+
+def _best_rule(grid: list[dict[str, Any]], min_t_acc: float) -> dict[str, Any]:
+    """The row of `grid` with the highest N-acc among those with T-acc ≥ `min_t_acc`, else the highest T-acc."""
     eligible = [row for row in grid if row["t_acc"] >= min_t_acc]
     if eligible:
-        chosen = max(eligible, key=lambda row: (row["n_acc"], row["t_acc"]))
-    else:
-        chosen = max(grid, key=lambda row: (row["t_acc"], row["n_acc"]))
-    return {
-        **chosen,
-        "min_t_acc": min_t_acc,
-        "grid": [{**answer_rule(row), "n_acc": row["n_acc"], "t_acc": row["t_acc"]} for row in grid],
-    }
+        return max(eligible, key=lambda row: (row["n_acc"], row["t_acc"]))
+    return max(grid, key=lambda row: (row["t_acc"], row["n_acc"]))
 
 
 @torch.no_grad()
