@@ -384,3 +384,27 @@ def test_a_region_presence_head_reads_what_lies_under_the_mask():
         head(embeddings, upsampled)
     with pytest.raises(ValueError, match="presence inputs 'pixels'"):
         PresenceHead(channels=4, inputs="pixels")
+
+
+def test_the_absent_objects_recipe_is_the_one_the_docs_measured():
+    """configs/models/absent-objects.yaml, the recipe docs/RESULTS.md names, holds the settings of the
+    replicate runs measured in docs/results/queries_fresh.json, so that its command repeats them."""
+    import yaml
+
+    repository = Path(__file__).parents[1]
+    recipe = yaml.safe_load((repository / "src/groundiff/configs/models/absent-objects.yaml").read_text())
+    shipped = yaml.safe_load((repository / "src/groundiff/configs/models/miniworld-grounding.yaml").read_text())
+    config = TrainConfig(**recipe)
+    assert config.model == shipped["model"] and config.batch_size == shipped["batch_size"]
+    measured = json.loads((repository / "docs/results/queries_fresh.json").read_text())["models"]
+    replicates = [
+        model for name, model in measured.items() if name.startswith("subtract-hard-negatives-30-epochs-seed-")
+    ]
+    assert len(replicates) >= 2, "the replicate rows of the fresh truth sets are gone"
+    for model in replicates:
+        assert (model["negative_fraction"], model["hard_negatives"], model["subtract_others"], model["run_epochs"]) == (
+            config.negative_fraction,
+            config.hard_negatives,
+            config.subtract_others,
+            config.epochs,
+        )
