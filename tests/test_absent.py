@@ -92,6 +92,25 @@ def test_hard_negatives_share_a_word_with_a_present_class_and_leave_plain_draws_
         TrainConfig(hard_negatives=0.5)
 
 
+def test_more_negatives_per_sample_add_distinct_absent_classes_and_keep_the_first_draw():
+    pool = ("red disc", "red ring", "blue disc", "blue ring", "green cross", "yellow cross")
+    present = ["red disc", "green cross"]
+    one = NegativeQueries(pool, fraction=1.0, seed=1, hard=1.0)
+    two = NegativeQueries(pool, fraction=1.0, seed=1, hard=1.0, count=2)
+    for index in range(40):
+        queries = two(index, present)
+        absent = [name for name in queries if name not in present]
+        assert len(absent) == len(set(absent)) == 2
+        assert set(absent) <= {"red ring", "blue disc", "yellow cross"}  # hard: each shares a word with a present one
+        assert set(one(index, present)) < set(queries)  # the first absent class is the one count=1 draws
+    # The pool runs out: only the classes left are added.
+    assert sorted(NegativeQueries(("a b", "c d"), fraction=1.0, count=3)(0, ["a b"])) == ["a b", "c d"]
+    with pytest.raises(ValueError, match="count"):
+        NegativeQueries(pool, fraction=1.0, count=0)
+    with pytest.raises(ValueError, match="negatives_per_sample"):
+        TrainConfig(negative_fraction=0.5, negatives_per_sample=0)
+
+
 def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     negatives = NegativeQueries(POOL, fraction=1.0, seed=0)
     records = [record(0, ["cat", "dog"]), record(1, ["sofa"])]

@@ -73,11 +73,13 @@ class ClassEmbedder:
 class NegativeQueries:
     """Absent-object queries for training and for measuring "not found" answers.
 
-    With probability `fraction`, a sample's queries gain one class of `pool` that the sample does not
-    contain (its target is an empty mask and "absent"), inserted at a random position so that the
-    position says nothing. With probability `hard`, that class is drawn among the absent ones that
+    With probability `fraction`, a sample's queries gain `count` classes of `pool` that the sample does
+    not contain (their targets are empty masks and "absent"), each inserted at a random position so
+    that the position says nothing. With probability `hard`, each is drawn among the absent ones that
     share a word with a present one ("red disc" beside a red ring): a random draw is mostly an easy
     negative, and a model trained on those still paints the red ring when asked for the red disc.
+    More than one per sample asks for more absent objects than present ones, so that a model cannot
+    answer by elimination (each query takes an object the other queries did not).
     Draws depend only on (seed, epoch, sample index): a resumed run and a DataLoader worker draw the
     same queries.
     """
@@ -87,24 +89,34 @@ class NegativeQueries:
     seed: int = 0
     epoch: int = 0
     hard: float = 0.0
+    count: int = 1
 
     def __post_init__(self) -> None:
         for name in ("fraction", "hard"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"NegativeQueries.{name} is a probability in [0, 1], got {getattr(self, name)}.")
+        if self.count < 1:
+            raise ValueError(
+                f"NegativeQueries.count is the absent classes per negative sample, at least 1, got {self.count}."
+            )
 
     def __call__(self, index: int, classes: Sequence[str]) -> list[str]:
-        """The queries of sample `index`: its `classes`, perhaps with one absent class inserted."""
+        """The queries of sample `index`: its `classes`, perhaps with `count` absent classes inserted
+        (fewer when the pool runs out)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         queries = list(classes)
-        absent = [name for name in self.pool if name not in queries]
-        if rng.random() >= self.fraction or not absent:
+        if rng.random() >= self.fraction:
             return queries
-        position = int(rng.integers(len(queries) + 1))
-        # Drawn only when asked for, so that `hard=0` repeats the draws of runs made before it existed.
-        if self.hard and rng.random() < self.hard:
-            absent = [name for name in absent if shares_word(name, queries)] or absent
-        queries.insert(position, absent[int(rng.integers(len(absent)))])
+        # One draw order for every count, so that count=1 repeats the runs made before it existed.
+        for _ in range(self.count):
+            absent = [name for name in self.pool if name not in queries]
+            if not absent:
+                break
+            position = int(rng.integers(len(queries) + 1))
+            # Drawn only when asked for, so that `hard=0` repeats the draws of runs made before it existed.
+            if self.hard and rng.random() < self.hard:
+                absent = [name for name in absent if shares_word(name, classes)] or absent
+            queries.insert(position, absent[int(rng.integers(len(absent)))])
         return queries
 
 

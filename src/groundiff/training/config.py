@@ -34,6 +34,8 @@ class TrainConfig:
             (unless `model` sets `presence_head`), so that it answers "not found".
         hard_negatives: the share of those absent classes drawn among the ones that share a word with
             a present class ("red disc" beside a red ring), which teach the masks to read both words.
+        negatives_per_sample: absent classes each of those samples queries (more than one asks for
+            more absent objects than present ones, against answering by elimination).
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -59,6 +61,7 @@ class TrainConfig:
     hard_negatives: float = option(
         0.0, "share of the absent classes drawn among those sharing a word with a present one (hard negatives)"
     )
+    negatives_per_sample: int = option(1, "absent classes queried by each sample that gets negatives")
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = option(None, "use only the first N training samples")
@@ -74,7 +77,7 @@ class TrainConfig:
         check_types(self)
         if self.loss not in LOSSES:
             raise ValueError(f"Unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}.")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "negatives_per_sample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.num_workers < 0:

@@ -324,7 +324,14 @@ class _Trainer:
         if not self.config.negative_fraction:
             return None
         config = self.config
-        return NegativeQueries(self.negative_pool, config.negative_fraction, config.seed, epoch, config.hard_negatives)
+        return NegativeQueries(
+            self.negative_pool,
+            config.negative_fraction,
+            config.seed,
+            epoch,
+            config.hard_negatives,
+            config.negatives_per_sample,
+        )
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
