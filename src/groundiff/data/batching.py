@@ -78,8 +78,9 @@ class NegativeQueries:
     that the position says nothing. With probability `hard`, each is drawn among the absent ones that
     share a word with a present one ("red disc" beside a red ring): a random draw is mostly an easy
     negative, and a model trained on those still paints the red ring when asked for the red disc.
-    More than one per sample asks for more absent objects than present ones, so that a model cannot
-    answer by elimination (each query takes an object the other queries did not).
+    More than one per sample asks for more absent objects than present ones, against answering by
+    elimination (each query takes an object the other queries did not); measured on the mini world
+    it did not help (docs/RESULTS.md, "Three more tries").
     Draws depend only on (seed, epoch, sample index): a resumed run and a DataLoader worker draw the
     same queries.
     """

@@ -329,8 +329,8 @@ class _Trainer:
             config.negative_fraction,
             config.seed,
             epoch,
-            config.hard_negatives,
-            config.negatives_per_sample,
+            hard=config.hard_negatives,
+            count=config.negatives_per_sample,
         )
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
