@@ -63,6 +63,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         "train_seed": meta.train_config.get("seed"),  # so that replicate runs of one recipe can be told apart
         "run_epochs": meta.train_config.get("epochs"),  # the run's length; best_epoch is the one kept
         "presence_inputs": meta.model_config.get("presence_inputs", "statistics") if model.presence_head else None,
+        "class_queries": model.config.class_queries,  # one query per class (mean) or per name token
         "val_miou": meta.val.get("miou"),
         "answer_rule": {  # `groundiff tune-answers`: chosen on a validation set, or the defaults
             **answer_rule(model.config),

@@ -127,6 +127,20 @@ def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     assert not batch.valid[1, 2] and not batch.present[1, 2]  # the second image's padding slot
 
 
+def test_a_model_with_token_queries_trains_loads_grounds_and_answers_absent_queries(small_sets, tmp_path):
+    run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True)
+    run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}})
+    model, meta = load_grounding_model(train(run).out / "best")
+    assert model.config.class_queries == "tokens" and meta.val["answer_rule"]["set"] == run.val
+    embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
+    assert embedder.tokens and embedder(["pottedplant", "dog"]).shape[:2] == (2, 3)  # pot|ted|plant
+    pool = set_classes(GroundingDataset([small_sets["val"]], features=False))
+    absent = evaluate_absent_queries(model, open_set(str(small_sets["test-seen"])), embedder, pool)
+    assert absent["queries"]["absent"] == 4 and absent["queries"]["present"] == 8
+    result = ground(load_pipeline("tiny-sd1"), model, meta, "a photograph of a dog and a sofa", objects=["dog", "sofa"])
+    assert set(result.masks) == {"dog", "sofa"} and result.presence is not None
+
+
 def with_presence(inputs: str = "statistics"):
     return TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "presence_head": True, "presence_inputs": inputs})
 
@@ -254,17 +268,23 @@ def small_sets(tmp_path_factory, sd1_pipe) -> dict[str, Path]:
     return {kind: root / kind for kind in ("train", "val", "test-seen")}
 
 
-def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, tmp_path):
+def tiny_run(sets: dict[str, Path], out: Path, **overrides) -> TrainConfig:
+    """One epoch of a tiny model with negatives (half of the samples) on the small sets."""
     tiny = {"level_channels": [4, 4, 8, 8], "width": 32, "heads": 2, "decoder_layers": 1, "ffn_width": 64}
-    run = TrainConfig(
-        train=str(small_sets["train"]),
-        val=str(small_sets["val"]),
-        out=str(tmp_path / "run"),
+    return TrainConfig(
+        train=str(sets["train"]),
+        val=str(sets["val"]),
+        out=str(out),
         epochs=1,
         model=tiny,
         negative_fraction=0.5,
         progress=False,
+        **overrides,
     )
+
+
+def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, tmp_path):
+    run = tiny_run(small_sets, tmp_path / "run")
     report = train(run)
     model, meta = load_grounding_model(report.out / "best")
     assert model.presence_head is not None and meta.model_config["presence_head"] is True
@@ -407,7 +427,7 @@ def test_a_region_presence_head_reads_what_lies_under_the_mask():
 
 def _trained_as(model: dict, config: TrainConfig) -> bool:
     """Whether a measured model of docs/results/queries_fresh.json was trained with `config`'s settings
-    for negatives, subtraction, run length and presence output (seed aside)."""
+    for negatives, subtraction, run length, presence output and class queries (seed aside)."""
     recipe = {
         "negative_fraction": config.negative_fraction,
         "hard_negatives": config.hard_negatives,
@@ -415,9 +435,10 @@ def _trained_as(model: dict, config: TrainConfig) -> bool:
         "subtract_others": config.subtract_others,
         "run_epochs": config.epochs,
         "presence_inputs": config.model.get("presence_inputs", "statistics"),
+        "class_queries": config.model.get("class_queries", "mean"),
     }
     # Rows measured before an option existed lack its key and were trained with its default.
-    defaults = {"negatives_per_sample": 1}
+    defaults = {"negatives_per_sample": 1, "class_queries": "mean"}
     return all(model.get(key, defaults.get(key)) == value for key, value in recipe.items())
 
 

@@ -127,18 +127,36 @@ def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: Sequence[str]) ->
     return text_encoder(batch.input_ids.to(text_encoder.device))[0]  # (P, T, D)
 
 
-def class_embeddings(text_encoder: Any, tokenizer: Any, prompt: str, class_names: Sequence[str]) -> torch.Tensor:
-    """One embedding per class: the mean output vector over the BPE tokens of its name in `prompt`.
+def class_token_vectors(
+    text_encoder: Any, tokenizer: Any, prompt: str, class_names: Sequence[str]
+) -> list[torch.Tensor]:
+    """The output vectors of each class name's BPE tokens in `prompt`.
 
     Args:
         prompt: e.g. "pottedplant and tvmonitor".
         class_names: N names, each occurring in the prompt as a whole word.
     Returns:
-        (N, D) tensor, D the text encoder's width.
+        N tensors (K_i, D), K_i the tokens of name i, D the text encoder's width.
     """
     positions = class_token_positions(tokenizer, prompt, class_names)
     hidden = encode_prompts(text_encoder, tokenizer, [prompt])[0]  # (T, D)
-    return torch.stack([hidden[p].mean(dim=0) for p in positions])  # (N, D)
+    return [hidden[p] for p in positions]
+
+
+def class_embeddings(text_encoder: Any, tokenizer: Any, prompt: str, class_names: Sequence[str]) -> torch.Tensor:
+    """One embedding per class: the mean output vector over the BPE tokens of its name in `prompt`.
+
+    Returns:
+        (N, D) tensor; see `class_token_vectors` for the arguments.
+    """
+    return torch.stack(
+        [vectors.mean(dim=0) for vectors in class_token_vectors(text_encoder, tokenizer, prompt, class_names)]
+    )
+
+
+def _means(token_vectors: list[torch.Tensor]) -> torch.Tensor:
+    """(N, D): the mean of each class's (K_i, D) token vectors."""
+    return torch.stack([vectors.mean(dim=0) for vectors in token_vectors])
 
 
 def end_of_text_embeddings(text_encoder: Any, tokenizer: Any, prompts: Sequence[str]) -> torch.Tensor:
@@ -200,8 +218,30 @@ def template_class_embeddings(
                 f"all classes in one prompt. Use a one-slot template such as {PROMPT_TEMPLATES['photo_x']!r}."
             )
         return end_of_text_embeddings(text_encoder, tokenizer, prompts)
+    return torch.stack(
+        [vectors.mean(dim=0) for vectors in template_token_vectors(text_encoder, tokenizer, template, class_names)]
+    )
+
+
+def template_token_vectors(
+    text_encoder: Any, tokenizer: Any, template: PromptTemplate, class_names: Sequence[str]
+) -> list[torch.Tensor]:
+    """The output vectors of each class's name tokens under a grounding template (two-slot templates
+    encode all classes in one prompt, one-slot templates each class alone): N tensors (K_i, D)."""
+    prompts = template.format(class_names)
     if template.per_class:
-        return torch.cat(
-            [class_embeddings(text_encoder, tokenizer, p, [c]) for p, c in zip(prompts, class_names, strict=True)]
-        )
-    return class_embeddings(text_encoder, tokenizer, prompts[0], class_names)
+        return [
+            class_token_vectors(text_encoder, tokenizer, p, [c])[0] for p, c in zip(prompts, class_names, strict=True)
+        ]
+    return class_token_vectors(text_encoder, tokenizer, prompts[0], class_names)
+
+
+def class_token_embeddings(
+    text_encoder: Any, tokenizer: Any, template: PromptTemplate, class_names: Sequence[str]
+) -> torch.Tensor:
+    """Each class's name tokens as separate embeddings (a grounding model with token queries reads
+    them): (N, K, D), K the longest name's token count, shorter names padded with zero vectors (a
+    text encoder's output is never exactly zero)."""
+    return torch.nn.utils.rnn.pad_sequence(
+        template_token_vectors(text_encoder, tokenizer, template, class_names), batch_first=True
+    )

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from groundiff.data.records import SampleRecord
-from groundiff.text import PromptTemplate, subtract_other_classes, template_class_embeddings
+from groundiff.text import PromptTemplate, class_token_embeddings, subtract_other_classes, template_class_embeddings
 
 
 class ClassEmbedder:
@@ -22,6 +22,8 @@ class ClassEmbedder:
 
     With a two-slot template ("{x} and {y}") a class's embedding depends on the other classes of
     the prompt, so results are cached per ordered tuple of classes; the encoder runs once per tuple.
+    With `tokens=True` each class keeps its name's tokens apart, (N, K, D) zero-padded, for a model
+    with token queries (`GroundingModelConfig.class_queries`); otherwise their mean, (N, D).
     """
 
     def __init__(
@@ -32,24 +34,32 @@ class ClassEmbedder:
         *,
         end_of_text: bool = False,
         subtract_others: bool = False,
+        tokens: bool = False,
     ) -> None:
+        if tokens and end_of_text:
+            raise ValueError(
+                "Token queries read each class name's tokens; the end-of-text embedding has one vector per "
+                "prompt. Use end_of_text=False or class_queries='mean'."
+            )
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.template = PromptTemplate.named(template)
         self.end_of_text = end_of_text
         self.subtract_others = subtract_others
+        self.tokens = tokens
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
     def for_checkpoint(cls, meta: Any, text_encoder: Any, tokenizer: Any) -> ClassEmbedder:
         """The embedder a checkpoint was trained with: `meta` is its `CheckpointMeta` (template, end-of-text,
-        subtraction), so evaluation and inference embed class names exactly as training did."""
+        subtraction, token queries), so evaluation and inference embed class names exactly as training did."""
         return cls(
             text_encoder,
             tokenizer,
             meta.template,
             end_of_text=meta.end_of_text,
             subtract_others=meta.subtract_others,
+            tokens=meta.model_config.get("class_queries", "mean") == "tokens",
         )
 
     @property
@@ -57,16 +67,30 @@ class ClassEmbedder:
         return int(self.text_encoder.config.hidden_size)
 
     def __call__(self, classes: Sequence[str]) -> torch.Tensor:
-        """(N, D) float32 on the CPU."""
+        """(N, D) float32 on the CPU, or (N, K, D) with `tokens`."""
         key = tuple(classes)
         if key not in self._cache:
-            embeddings = template_class_embeddings(
-                self.text_encoder, self.tokenizer, self.template, key, end_of_text=self.end_of_text
-            )
-            if self.subtract_others:
-                embeddings = subtract_other_classes(embeddings)
+            if self.tokens:
+                embeddings = class_token_embeddings(self.text_encoder, self.tokenizer, self.template, key)
+                if self.subtract_others:
+                    embeddings = _subtract_other_classes_from_tokens(embeddings)
+            else:
+                embeddings = template_class_embeddings(
+                    self.text_encoder, self.tokenizer, self.template, key, end_of_text=self.end_of_text
+                )
+                if self.subtract_others:
+                    embeddings = subtract_other_classes(embeddings)
             self._cache[key] = embeddings.float().cpu()
         return self._cache[key]
+
+
+def _subtract_other_classes_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """(N, K, D) zero-padded tokens, each minus the mean of the other classes' mean embeddings (the
+    same offset `subtract_other_classes` takes from a class's mean); padding stays zero."""
+    valid = tokens.abs().amax(dim=2, keepdim=True) > 0  # (N, K, 1)
+    means = tokens.sum(dim=1) / valid.sum(dim=1)  # (N, D)
+    others = means - subtract_other_classes(means)  # (N, D)
+    return (tokens - others[:, None]) * valid
 
 
 @dataclass(frozen=True)
@@ -133,7 +157,7 @@ class GroundingBatch:
 
     Attributes:
         features: flat map name → (B, C, h, w) float32.
-        embeddings: (B, N, D) class embeddings, zero where padded.
+        embeddings: (B, N, D) class embeddings, or (B, N, K, D) class tokens, zero where padded.
         valid: (B, N) bool, False for padding.
         present: (B, N) bool, True for queries of objects in the image (False for negatives and padding).
         targets: (B, N, H, W) float in {0, 1}, empty masks for negatives; all zero when the samples have no masks.
@@ -171,14 +195,17 @@ def collate(
     With `negatives`, some records' queries gain a class they do not contain (empty target, not present)."""
     queries = [negatives(r.index, r.classes) if negatives else list(r.classes) for r in records]
     count = max(len(names) for names in queries)
-    embeddings = torch.zeros(len(records), count, embedder.width)  # (B, N, D)
+    rows = [embedder(names) for names in queries]  # (n, D), or (n, K, D) for token queries
+    longest = [max(int(row.shape[dim]) for row in rows) for dim in range(1, rows[0].dim())]
+    embeddings = torch.zeros(len(records), count, *longest)  # (B, N, D) or (B, N, K, D)
     valid = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
     present = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
     height, side = records[0].image.shape[:2]
     size = (mask_size, mask_size) if mask_size else (height, side)
     targets = torch.zeros(len(records), count, *size)  # (B, N, H, W)
     for b, (record, names) in enumerate(zip(records, queries, strict=True)):
-        embeddings[b, : len(names)] = embedder(names)
+        row = rows[b]  # (n, D): the second slice takes all of D; (n, K, D): the first K token slots
+        embeddings[b, : row.shape[0], : row.shape[1]] = row
         valid[b, : len(names)] = True
         present[b, : len(names)] = torch.tensor([name in record.classes for name in names])
         if record.masks:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRESENCE_INPUTS = ("statistics", "region")  # what a presence output may read (`model.presence.PresenceHead`)
+CLASS_QUERIES = ("mean", "tokens")  # how a class name becomes decoder queries (`model.grounding.GroundingModel`)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,13 @@ class GroundingModelConfig:
             "region (also the features under the mask and the mask's shape)"
         },
     )
+    class_queries: str = field(
+        default="mean",
+        metadata={
+            "help": "mean: one decoder query per class, the mean of its name's tokens (the paper); tokens: one "
+            "query per token, and a class's mask is the pixels that every one of its tokens' masks claims"
+        },
+    )
 
     presence_threshold: float = field(
         default=0.5,
@@ -82,6 +90,10 @@ class GroundingModelConfig:
             raise ValueError(
                 f"GroundingModelConfig.presence_inputs={self.presence_inputs!r} must be one of "
                 f"{', '.join(PRESENCE_INPUTS)}."
+            )
+        if self.class_queries not in CLASS_QUERIES:
+            raise ValueError(
+                f"GroundingModelConfig.class_queries={self.class_queries!r} must be one of {', '.join(CLASS_QUERIES)}."
             )
         for name in ("presence_threshold", "min_own_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:

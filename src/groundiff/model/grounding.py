@@ -116,7 +116,8 @@ class GroundingModel(nn.Module):
         """
         Args:
             features: map name → (B, C, h, w) U-Net maps (any float dtype; cast to the model's).
-            class_embeddings: (B, N, D) float class embeddings.
+            class_embeddings: (B, N, D) float class embeddings, or (B, N, K, D) class tokens (zero rows
+                for padded tokens) for a model with `class_queries="tokens"`.
             class_padding: (B, N) bool, True for padding slots (images with fewer classes); None = none.
         Returns:
             (B, N, S, S) mask logits with S = config.mask_size, in the model's dtype (predicted masks
@@ -124,8 +125,13 @@ class GroundingModel(nn.Module):
             Outputs of padded slots are unspecified.
         """
         # 1. Check the inputs against the recorded layout
-        if class_embeddings.dim() != 3:
-            raise ValueError(f"class_embeddings must be (B, N, D); got shape {tuple(class_embeddings.shape)}.")
+        tokens_wanted = self.config.class_queries == "tokens"
+        if class_embeddings.dim() != (4 if tokens_wanted else 3):
+            wanted = "(B, N, K, D) class tokens" if tokens_wanted else "(B, N, D) class embeddings"
+            raise ValueError(
+                f"This model (class_queries={self.config.class_queries!r}) takes {wanted}; got shape "
+                f"{tuple(class_embeddings.shape)}. Embed names with ClassEmbedder.for_checkpoint(meta, ...)."
+            )
         self.check_compatible({name: tuple(t.shape[1:]) for name, t in features.items()}, class_embeddings.shape[-1])
         batch, num_classes = class_embeddings.shape[:2]
         sizes = {name: t.shape[0] for name, t in features.items()}
@@ -145,8 +151,11 @@ class GroundingModel(nn.Module):
         mask_features, tokens = self.visual_encoder(levels)  # (B, C, h, w), (B, T, W)
 
         # 3. Fusion: one mask embedding per class, then a dot product at every pixel
-        embeddings = self.fusion_decoder(class_embeddings.to(dtype), tokens, class_padding)  # (B, N, C)
-        logits = torch.einsum("bchw,bnc->bnhw", mask_features, embeddings)  # (B, N, h, w)
+        if tokens_wanted:
+            embeddings, logits = self._token_masks(mask_features, class_embeddings.to(dtype), tokens, class_padding)
+        else:
+            embeddings = self.fusion_decoder(class_embeddings.to(dtype), tokens, class_padding)  # (B, N, C)
+            logits = torch.einsum("bchw,bnc->bnhw", mask_features, embeddings)  # (B, N, h, w)
 
         # 4. Upsample the logits to the mask side. Bilinear upsampling commutes with the per-pixel dot
         #    product, so this equals upsampling the mask features first (as the reference) for N ≪ C maps.
@@ -159,3 +168,34 @@ class GroundingModel(nn.Module):
         if self.presence_head is not None:
             presence = self.presence_head(embeddings, logits, mask_features, coarse)  # (B, N)
         return GroundingOutput(logits, presence)
+
+    def _token_masks(
+        self,
+        mask_features: torch.Tensor,
+        class_tokens: torch.Tensor,
+        tokens: torch.Tensor,
+        class_padding: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token queries: every name token is a query of its own, and a class's logit at a pixel is the
+        least of its tokens' (a "red ring" is where "red" and "ring" both are), so that a new pairing of
+        known words is found by the words' own masks rather than by one mean embedding the decoder never saw.
+
+        Args:
+            mask_features: (B, C, h, w); class_tokens: (B, N, K, D), zero rows for padded tokens;
+            tokens: (B, T, W) visual tokens; class_padding: (B, N) bool or None.
+        Returns:
+            (B, N, C) mask embeddings (the mean over each class's tokens, for the presence output) and
+            (B, N, h, w) logits.
+        """
+        batch, count, length = class_tokens.shape[:3]
+        token_padding = class_tokens.abs().amax(dim=3) == 0  # (B, N, K)
+        if class_padding is not None:
+            token_padding = token_padding | class_padding[:, :, None]
+        flat = self.fusion_decoder(class_tokens.flatten(1, 2), tokens, token_padding.flatten(1))  # (B, N·K, C)
+        per_token = flat.view(batch, count, length, -1)  # (B, N, K, C)
+        logits = torch.einsum("bchw,bnkc->bnkhw", mask_features, per_token)  # (B, N, K, h, w)
+        # A padded token repeats the class's first one, so that it never wins the minimum.
+        logits = torch.where(token_padding[..., None, None], logits[:, :, :1], logits).amin(dim=2)  # (B, N, h, w)
+        weights = (~token_padding).to(per_token.dtype)[..., None]  # (B, N, K, 1)
+        embeddings = (per_token * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)  # (B, N, C)
+        return embeddings, logits

@@ -192,13 +192,6 @@ class _Trainer:
                 f"{set_model_name(config.val)!r}: features of different U-Nets do not mix."
             )
         text_encoder, tokenizer = load_text_components(model_name)
-        self.embedder = ClassEmbedder(
-            text_encoder,
-            tokenizer,
-            config.template,
-            end_of_text=config.end_of_text,
-            subtract_others=config.subtract_others,
-        )
         # 2. The model, seeded.
         first = self.train_set[0]
         # Sorted names: the model concatenates maps in this order, and a checkpoint restores it from JSON.
@@ -221,6 +214,14 @@ class _Trainer:
         presence = {"presence_head": config.negative_fraction > 0}
         model_fields = {"mask_size": self.image_size, **levels, **presence, **config.model, "dropout": config.dropout}
         self.model_config = GroundingModelConfig.from_dict(model_fields)
+        self.embedder = ClassEmbedder(
+            text_encoder,
+            tokenizer,
+            config.template,
+            end_of_text=config.end_of_text,
+            subtract_others=config.subtract_others,
+            tokens=self.model_config.class_queries == "tokens",
+        )
         seed_everything(config.seed)
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
         self.model.to(self.device)
