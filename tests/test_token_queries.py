@@ -77,9 +77,12 @@ def test_a_class_mask_is_the_least_of_its_tokens_logits():
     maps = features(TINY_SHAPES, 1)
     a, b = embeddings(1, 2)[0]
     with torch.no_grad():
-        together = model.answer(maps, torch.stack([a, b])[None, None]).logits  # (1, 1, S, S)
+        output = model.answer(maps, torch.stack([a, b])[None, None])
+        together = output.logits  # (1, 1, S, S)
         apart = model.answer(maps, torch.stack([a, b])[None, :, None]).logits  # (1, 2, S, S)
     torch.testing.assert_close(together[0, 0], apart[0].amin(dim=0), atol=1e-5, rtol=1e-5)
+    assert output.token_logits is not None and output.token_logits.shape == (1, 1, 2, 16, 16)
+    torch.testing.assert_close(output.token_logits[0, 0], apart[0], atol=1e-5, rtol=1e-5)  # each token's own mask
     assert not torch.allclose(apart[0, 0], apart[0, 1])  # the minimum takes from both
 
 

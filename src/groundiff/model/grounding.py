@@ -29,10 +29,13 @@ class GroundingOutput:
         logits: (B, N, S, S) mask logits; predicted masks are `sigmoid(logits) > 0.5`.
         presence: (B, N) presence logits, or None for a model without a presence head, whose answer
             to an absent object is whatever mask it paints. `GroundingModel.found` gives the answer.
+        token_logits: for a model with token queries, (B, N, K, h, w) each name token's logits at the
+            mask features' side (a class's are their minimum, upsampled); padded tokens repeat the first.
     """
 
     logits: torch.Tensor
     presence: torch.Tensor | None
+    token_logits: torch.Tensor | None = None
 
 
 def describe_layout(feature_shapes: Mapping[str, tuple[int, ...]], text_width: int | None = None) -> str:
@@ -151,8 +154,12 @@ class GroundingModel(nn.Module):
         mask_features, tokens = self.visual_encoder(levels)  # (B, C, h, w), (B, T, W)
 
         # 3. Fusion: one mask embedding per class, then a dot product at every pixel
+        token_logits = None
         if tokens_wanted:
-            embeddings, logits = self._token_masks(mask_features, class_embeddings.to(dtype), tokens, class_padding)
+            embeddings, token_logits = self._token_masks(
+                mask_features, class_embeddings.to(dtype), tokens, class_padding
+            )
+            logits = token_logits.amin(dim=2)  # (B, N, h, w): where every token of the name is
         else:
             embeddings = self.fusion_decoder(class_embeddings.to(dtype), tokens, class_padding)  # (B, N, C)
             logits = torch.einsum("bchw,bnc->bnhw", mask_features, embeddings)  # (B, N, h, w)
@@ -167,7 +174,7 @@ class GroundingModel(nn.Module):
         presence = None
         if self.presence_head is not None:
             presence = self.presence_head(embeddings, logits, mask_features, coarse)  # (B, N)
-        return GroundingOutput(logits, presence)
+        return GroundingOutput(logits, presence, token_logits)
 
     def _token_masks(
         self,
@@ -185,7 +192,7 @@ class GroundingModel(nn.Module):
             tokens: (B, T, W) visual tokens; class_padding: (B, N) bool or None.
         Returns:
             (B, N, C) mask embeddings (the mean over each class's tokens, for the presence output) and
-            (B, N, h, w) logits.
+            (B, N, K, h, w) logits of every token.
         """
         batch, count, length = class_tokens.shape[:3]
         token_padding = class_tokens.abs().amax(dim=3) == 0  # (B, N, K)
@@ -195,7 +202,7 @@ class GroundingModel(nn.Module):
         per_token = flat.view(batch, count, length, -1)  # (B, N, K, C)
         logits = torch.einsum("bchw,bnkc->bnkhw", mask_features, per_token)  # (B, N, K, h, w)
         # A padded token repeats the class's first one, so that it never wins the minimum.
-        logits = torch.where(token_padding[..., None, None], logits[:, :, :1], logits).amin(dim=2)  # (B, N, h, w)
+        logits = torch.where(token_padding[..., None, None], logits[:, :, :1], logits)
         weights = (~token_padding).to(per_token.dtype)[..., None]  # (B, N, K, 1)
         embeddings = (per_token * weights).sum(dim=2) / weights.sum(dim=2).clamp_min(1.0)  # (B, N, C)
         return embeddings, logits
