@@ -149,9 +149,7 @@ def class_embeddings(text_encoder: Any, tokenizer: Any, prompt: str, class_names
     Returns:
         (N, D) tensor; see `class_token_vectors` for the arguments.
     """
-    return torch.stack(
-        [vectors.mean(dim=0) for vectors in class_token_vectors(text_encoder, tokenizer, prompt, class_names)]
-    )
+    return _means(class_token_vectors(text_encoder, tokenizer, prompt, class_names))
 
 
 def _means(token_vectors: list[torch.Tensor]) -> torch.Tensor:
@@ -218,9 +216,7 @@ def template_class_embeddings(
                 f"all classes in one prompt. Use a one-slot template such as {PROMPT_TEMPLATES['photo_x']!r}."
             )
         return end_of_text_embeddings(text_encoder, tokenizer, prompts)
-    return torch.stack(
-        [vectors.mean(dim=0) for vectors in template_token_vectors(text_encoder, tokenizer, template, class_names)]
-    )
+    return _means(template_token_vectors(text_encoder, tokenizer, template, class_names))
 
 
 def template_token_vectors(
@@ -245,3 +241,9 @@ def class_token_embeddings(
     return torch.nn.utils.rnn.pad_sequence(
         template_token_vectors(text_encoder, tokenizer, template, class_names), batch_first=True
     )
+
+
+def padded_tokens(class_tokens: torch.Tensor) -> torch.Tensor:
+    """(..., K) bool, True for the zero vectors that pad shorter names in `class_token_embeddings`'s
+    (..., K, D) output."""
+    return class_tokens.abs().amax(dim=-1) == 0

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from groundiff.data.records import SampleRecord
-from groundiff.text import PromptTemplate, class_token_embeddings, subtract_other_classes, template_class_embeddings
+from groundiff.text import (
+    PromptTemplate,
+    class_token_embeddings,
+    padded_tokens,
+    subtract_other_classes,
+    template_class_embeddings,
+)
 
 
 class ClassEmbedder:
@@ -87,7 +93,7 @@ class ClassEmbedder:
 def _subtract_other_classes_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """(N, K, D) zero-padded tokens, each minus the mean of the other classes' mean embeddings (the
     same offset `subtract_other_classes` takes from a class's mean); padding stays zero."""
-    valid = tokens.abs().amax(dim=2, keepdim=True) > 0  # (N, K, 1)
+    valid = ~padded_tokens(tokens)[:, :, None]  # (N, K, 1)
     means = tokens.sum(dim=1) / valid.sum(dim=1)  # (N, D)
     others = means - subtract_other_classes(means)  # (N, D)
     return (tokens - others[:, None]) * valid

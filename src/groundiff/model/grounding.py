@@ -17,6 +17,7 @@ from groundiff.model.config import GroundingModelConfig
 from groundiff.model.fusion import FusionDecoder
 from groundiff.model.presence import PresenceHead
 from groundiff.model.visual_encoder import VisualEncoder
+from groundiff.text import padded_tokens
 
 FeatureShapes = dict[str, tuple[int, int, int]]
 
@@ -195,7 +196,7 @@ class GroundingModel(nn.Module):
             (B, N, K, h, w) logits of every token.
         """
         batch, count, length = class_tokens.shape[:3]
-        token_padding = class_tokens.abs().amax(dim=3) == 0  # (B, N, K)
+        token_padding = padded_tokens(class_tokens)  # (B, N, K)
         if class_padding is not None:
             token_padding = token_padding | class_padding[:, :, None]
         flat = self.fusion_decoder(class_tokens.flatten(1, 2), tokens, token_padding.flatten(1))  # (B, N·K, C)
