@@ -316,10 +316,20 @@ def test_training_with_negatives_records_a_presence_head_that_loads(small_sets, 
     pool = set_classes(GroundingDataset([small_sets["val"]], features=False))
     again = evaluate_absent_queries(retuned, open_set(str(small_sets["val"])), embedder, pool)
     assert (again["n_acc"], again["t_acc"]) == (chosen["n_acc"], chosen["t_acc"])
-    assert again["rule"] == {key: chosen[key] for key in ("presence_threshold", "min_own_share")}
+    assert again["rule"] == {key: chosen[key] for key in ("presence_threshold", "min_own_share", "answer_weights")}
     # The ceiling on the tuning set at the tuning floor is the tuned rule itself.
     ceiling = evaluate_absent_queries(retuned, open_set(str(small_sets["val"])), embedder, pool, ceiling_t_acc=0.0)
     assert (ceiling["ceiling"]["n_acc"], ceiling["ceiling"]["t_acc"]) == (chosen["n_acc"], chosen["t_acc"])
+    # The same with an answer score: the checkpoint keeps the fitted weights, evaluation answers by them,
+    # and the score's best threshold on its own tuning set is the one it chose.
+    assert main(["tune-answers", "--checkpoint", str(tuned), "--min-t-acc", "0", "--rule", "score"]) == 0
+    scored, scored_meta = load_grounding_model(tuned)
+    fitted = scored_meta.val["answer_rule"]
+    assert fitted["rule"] == "score" and scored.config.answer_weights == tuple(fitted["answer_weights"])
+    assert (scored.config.presence_threshold, scored.config.min_own_share) == (0.0, 0.0)
+    again = evaluate_absent_queries(scored, open_set(str(small_sets["val"])), embedder, pool, ceiling_t_acc=0.0)
+    assert (again["n_acc"], again["t_acc"]) == (fitted["n_acc"], fitted["t_acc"])
+    assert (again["ceiling"]["n_acc"], again["ceiling"]["t_acc"]) == (fitted["n_acc"], fitted["t_acc"])
     without = TrainConfig(**{**vars(run), "out": str(tmp_path / "plain"), "negative_fraction": 0.0})
     plain, _ = load_grounding_model(train(without).out / "best")
     assert plain.presence_head is None

@@ -166,11 +166,15 @@ def _cmd_tune_answers(args: argparse.Namespace) -> int:
 
     config = build_config(TuneAnswersConfig, args.config, args)
     choice = tune_checkpoint_answers(
-        Path(config.checkpoint), config.val, min_t_acc=config.min_t_acc, batch_size=config.batch_size
+        Path(config.checkpoint), config.val, min_t_acc=config.min_t_acc, rule=config.rule, batch_size=config.batch_size
     )
+    if choice["answer_weights"] is None:
+        rule = f"presence > {choice['presence_threshold']:.2f} and own share >= {choice['min_own_share']:.1f}"
+    else:
+        rule = "its answer score > 0 (" + ", ".join(f"{w:+.2f}" for w in choice["answer_weights"]) + ")"
     print(
-        f"{config.checkpoint}: found when presence > {choice['presence_threshold']:.2f} and own share >= "
-        f"{choice['min_own_share']:.1f}; on validation N-acc {choice['n_acc']:.1f} %, T-acc {choice['t_acc']:.1f} %"
+        f"{config.checkpoint}: found when {rule}; on validation N-acc {choice['n_acc']:.1f} %, "
+        f"T-acc {choice['t_acc']:.1f} %"
     )
     return 0
 

@@ -23,11 +23,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
-from groundiff.evaluation.config import MIN_T_ACC
+from groundiff.evaluation.answer_score import QueryTable, best_threshold, fit_answer_weights
+from groundiff.evaluation.config import ANSWER_RULES, MIN_T_ACC
 from groundiff.evaluation.evaluate import summarize
 from groundiff.evaluation.metrics import IoUAccumulator, proportion_ci95
 from groundiff.model import GroundingModel
-from groundiff.model.answers import ANSWER_RULE_FIELDS, answer_rule, found_queries
+from groundiff.model.answers import answer_features, answer_rule, found_queries
 
 
 def set_classes(dataset: Dataset[SampleRecord]) -> tuple[str, ...]:
@@ -72,8 +73,9 @@ def evaluate_absent_queries(
 
     With `ceiling_t_acc`, the result also holds `ceiling`: the rule of the tuning grid with the highest
     N-acc on this very set among those whose T-acc here is at least `ceiling_t_acc` % (the choice and
-    its N-acc and T-acc). No rule chosen on validation data can beat it, so when the ceiling misses a
-    target, the model's masks and presence outputs are what fall short, not the choice of rule.
+    its N-acc and T-acc); for a model with an answer score, the best threshold of that score on this set.
+    No rule chosen on validation data can beat it, so when the ceiling misses a target, the model's
+    masks and presence outputs (or its score) are what fall short, not the choice of rule.
 
     Raises:
         ValueError: a pool with no class absent from some image (nothing to ask for).
@@ -81,8 +83,7 @@ def evaluate_absent_queries(
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
     scores = {**_score(answers, answer_rule(model.config), with_iou=True), "pool": list(pool), "seed": seed}
     if ceiling_t_acc is not None:
-        grid = _rule_grid(answers, _thresholds(model))
-        scores["ceiling"] = {**_best_rule(grid, ceiling_t_acc), "min_t_acc": ceiling_t_acc}
+        scores["ceiling"] = {**_ceiling(answers, model, ceiling_t_acc), "min_t_acc": ceiling_t_acc}
     return scores
 
 
@@ -93,22 +94,36 @@ def tune_answer_rule(
     pool: tuple[str, ...],
     *,
     min_t_acc: float = MIN_T_ACC,
+    rule: str = "grid",
     seed: int = 0,
     batch_size: int = 4,
 ) -> dict[str, Any]:
-    """The answer rule (`presence_threshold`, `min_own_share`, see `model.answers`) with the highest
-    N-acc on `dataset` among those of `PRESENCE_THRESHOLDS` × `OWN_SHARES` whose T-acc is at least
-    `min_t_acc` %; the rule with the highest T-acc when none is. A validation set's job: the rule
-    trades N-acc against T-acc, so choosing it on a test set would flatter both.
+    """The answer rule (see `model.answers`) with the highest N-acc on `dataset` among those whose T-acc
+    is at least `min_t_acc` % (the highest T-acc when none is). A validation set's job: the rule trades
+    N-acc against T-acc, so choosing it on a test set would flatter both.
+
+    `rule="grid"` tries the `presence_threshold` × `min_own_share` rules of `PRESENCE_THRESHOLDS` ×
+    `OWN_SHARES`; `rule="score"` fits an answer score (`evaluation.answer_score`) and its threshold.
 
     Returns:
-        {"presence_threshold", "min_own_share", "n_acc", "t_acc" (of the chosen rule), "min_t_acc",
-        "queries", "grid": every rule tried with its N-acc and T-acc}.
+        {"presence_threshold", "min_own_share", "answer_weights", "n_acc", "t_acc" (of the chosen rule),
+        "rule", "min_t_acc", "queries", "grid": every grid rule with its N-acc and T-acc, for comparison}.
     """
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"Unknown answer rule {rule!r}; choose one of {', '.join(ANSWER_RULES)}.")
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
     grid = _rule_grid(answers, _thresholds(model))
+    if rule == "grid":
+        choice = _best_rule(grid, min_t_acc)
+    else:
+        plain = {"presence_threshold": 0.0, "min_own_share": 0.0, "answer_weights": None}
+        fit = fit_answer_weights(_query_table(answers, plain), min_t_acc)
+        fitted = {**plain, "answer_weights": fit["answer_weights"]}
+        scores = _score(answers, fitted, with_iou=False)  # as `found_queries` will answer, in float32
+        choice = {**fitted, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]}
     return {
-        **_best_rule(grid, min_t_acc),
+        **choice,
+        "rule": rule,
         "min_t_acc": min_t_acc,
         "grid": [{**answer_rule(row), "n_acc": row["n_acc"], "t_acc": row["t_acc"]} for row in grid],
     }
@@ -123,7 +138,7 @@ def _rule_grid(answers: list[_Answers], thresholds: tuple[float, ...]) -> list[d
     """N-acc and T-acc of every rule of `thresholds` × `OWN_SHARES` on the same answers."""
     grid = []
     for threshold, share in itertools.product(thresholds, OWN_SHARES):
-        rule = dict(zip(ANSWER_RULE_FIELDS, (threshold, share), strict=True))
+        rule = {"presence_threshold": threshold, "min_own_share": share, "answer_weights": None}
         scores = _score(answers, rule, with_iou=False)
         grid.append({**rule, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]})
     return grid
@@ -135,6 +150,30 @@ def _best_rule(grid: list[dict[str, Any]], min_t_acc: float) -> dict[str, Any]:
     if eligible:
         return max(eligible, key=lambda row: (row["n_acc"], row["t_acc"]))
     return max(grid, key=lambda row: (row["t_acc"], row["n_acc"]))
+
+
+def _ceiling(answers: list[_Answers], model: GroundingModel, min_t_acc: float) -> dict[str, Any]:
+    """The best rule on these answers at T-acc ≥ `min_t_acc`: of the grid, or, for a model with an answer
+    score, of that score's thresholds (the rest of its rule kept)."""
+    rule = answer_rule(model.config)
+    if rule["answer_weights"] is None:
+        return _best_rule(_rule_grid(answers, _thresholds(model)), min_t_acc)
+    table = _query_table(answers, {**rule, "answer_weights": None})
+    weights = torch.tensor(rule["answer_weights"], dtype=torch.float64)
+    threshold, n_acc, t_acc = best_threshold(table.features @ weights[:-1] + weights[-1], table, min_t_acc)
+    shifted = [*weights[:-1].tolist(), float(weights[-1] - threshold)]
+    return {**rule, "answer_weights": shifted, "n_acc": n_acc, "t_acc": t_acc}
+
+
+def _query_table(answers: list[_Answers], rule: dict[str, Any]) -> QueryTable:
+    """Every valid query of `answers`, flattened, with the answer features and whether `rule` finds it."""
+    features, present, eligible = [], [], []
+    for batch in answers:
+        valid = batch.valid
+        features.append(answer_features(batch.logits, valid)[valid].double())
+        present.append(batch.present[valid])
+        eligible.append(found_queries(batch.logits, batch.presence, valid, **rule)[valid])
+    return QueryTable(torch.cat(features), torch.cat(present), torch.cat(eligible))
 
 
 @torch.no_grad()
@@ -182,7 +221,7 @@ def _answer_absent_queries(
     return answers
 
 
-def _score(answers: list[_Answers], rule: dict[str, float], *, with_iou: bool) -> dict[str, Any]:
+def _score(answers: list[_Answers], rule: dict[str, Any], *, with_iou: bool) -> dict[str, Any]:
     """N-acc, T-acc (overall and by word sharing) and, `with_iou`, present-query mIoU under `rule`."""
     accumulator = IoUAccumulator()
     counts = {"absent": 0, "absent_empty": 0, "present": 0, "present_nonempty": 0}

@@ -11,6 +11,10 @@ from groundiff.config import REQUIRED, option
 # labeler found, which leaves out the small and hidden ones that a rule most often turns away, so its
 # T-acc runs about a point above the T-acc on exact-mask renders (docs/RESULTS.md, absent objects).
 MIN_T_ACC = 99.0
+# How `groundiff tune-answers` may answer "not found": grid = a presence threshold and an own share
+# (`evaluation.absent`), score = a logistic score over class-agnostic mask statistics
+# (`evaluation.answer_score`).
+ANSWER_RULES = ("grid", "score")
 
 
 @dataclass

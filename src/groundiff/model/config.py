@@ -8,6 +8,9 @@ from typing import Any
 
 PRESENCE_INPUTS = ("statistics", "region")  # what a presence output may read (`model.presence.PresenceHead`)
 CLASS_QUERIES = ("mean", "tokens")  # how a class name becomes decoder queries (`model.grounding.GroundingModel`)
+# What the answer score of `model.answers` reads of each query's mask: class-agnostic, so that a class
+# the model never saw is judged like a seen one (a presence output reads the class's mask embedding).
+ANSWER_FEATURES = ("peak_logit", "log_area", "own_share", "soft_own_share")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,13 @@ class GroundingModelConfig:
             "asked with it is more probable there); 0 = off. `groundiff tune-answers` picks it on validation"
         },
     )
+    answer_weights: tuple[float, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "an object is found only where its answer score (weights of ANSWER_FEATURES, then a bias) is "
+            "above 0; None = off. `groundiff tune-answers --rule score` fits it on validation"
+        },
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "level_channels", tuple(int(c) for c in self.level_channels))
@@ -98,6 +108,14 @@ class GroundingModelConfig:
         for name in ("presence_threshold", "min_own_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"GroundingModelConfig.{name}={getattr(self, name)} must be in [0, 1], e.g. 0.5.")
+        if self.answer_weights is not None:
+            object.__setattr__(self, "answer_weights", tuple(float(w) for w in self.answer_weights))
+            if len(self.answer_weights) != len(ANSWER_FEATURES) + 1:
+                raise ValueError(
+                    f"GroundingModelConfig.answer_weights has {len(self.answer_weights)} values; it needs one per "
+                    f"answer feature ({', '.join(ANSWER_FEATURES)}) and a bias, {len(ANSWER_FEATURES) + 1} in all, "
+                    "or None for no answer score."
+                )
         if self.mask_size is not None and self.mask_size < 1:
             raise ValueError(
                 f"GroundingModelConfig.mask_size={self.mask_size} must be positive, or None for the image size."

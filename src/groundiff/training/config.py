@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from groundiff.config import REQUIRED, check_types, option
-from groundiff.evaluation.config import MIN_T_ACC
+from groundiff.evaluation.config import ANSWER_RULES, MIN_T_ACC
 from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
@@ -108,4 +108,13 @@ class TuneAnswersConfig:
     checkpoint: str = option(REQUIRED, "a checkpoint folder (runs/.../best); its checkpoint.json is rewritten")
     val: str | None = option(None, "validation set folder (generated or truth); default: the run's --val")
     min_t_acc: float = option(MIN_T_ACC, "the lowest T-acc, in percent, that a rule may have on the validation set")
+    rule: str = option(
+        "grid",
+        "grid: a presence threshold and an own share, from a grid; score: a logistic score over class-agnostic "
+        "mask statistics (peak logit, area, own share), fitted with its threshold",
+    )
     batch_size: int = option(4, "images per forward pass")
+
+    def __post_init__(self) -> None:
+        if self.rule not in ANSWER_RULES:
+            raise ValueError(f"--rule {self.rule!r} is not an answer rule; choose one of {', '.join(ANSWER_RULES)}.")
