@@ -222,6 +222,7 @@ def test_n_acc_and_t_acc_count_not_found_answers():
     assert knows["miou"] == pytest.approx(paints_everything["miou"])  # present queries scored alike
     misses_cat = evaluate_absent_queries(ScriptedModel({"dog", "sofa"}), dataset, FixedEmbedder(), absent)
     assert misses_cat["t_acc"] == pytest.approx(100 * 4 / 6)
+    assert misses_cat["t_acc_bound"] == 100.0  # its masks paint the cat: a rule that did not read presence finds it
     assert misses_cat["per_class"]["cat"] == 0.0  # "not found" for a present object scores as an empty mask
     with pytest.raises(ValueError, match="names every class"):
         evaluate_absent_queries(ScriptedModel(None), dataset, FixedEmbedder(), ("cat", "dog"))

@@ -75,7 +75,8 @@ def table(present_share: torch.Tensor, absent_share: torch.Tensor, *, seed: int 
 
 
 def test_the_fitted_score_separates_what_can_be_separated_and_folds_its_threshold_into_the_bias():
-    separable = table(torch.linspace(0.6, 1.0, 40, dtype=torch.float64), torch.linspace(0.0, 0.5, 20, dtype=torch.float64))
+    shares = torch.linspace(0.0, 1.0, 61, dtype=torch.float64)
+    separable = table(shares[shares >= 0.6], shares[shares <= 0.5])
     fit = fit_answer_weights(separable, min_t_acc=99.0)
     assert (fit["n_acc"], fit["t_acc"]) == (100.0, 100.0)
     weights = torch.tensor(fit["answer_weights"], dtype=torch.float64)

@@ -43,6 +43,7 @@ def set_classes(dataset: Dataset[SampleRecord]) -> tuple[str, ...]:
 # output is not read) and shares of its mask it must keep against the other queries (0 = no contest).
 PRESENCE_THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 OWN_SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+LAXEST_RULE: dict[str, Any] = {"presence_threshold": 0.0, "min_own_share": 0.0, "answer_weights": None}  # any mask
 
 
 @dataclass
@@ -71,6 +72,7 @@ def evaluate_absent_queries(
     its config's rule (`GroundingModel.found`), when every image of `dataset` is also asked for one
     class of `pool` that it does not contain.
 
+    `t_acc_bound` is the share of present queries whose mask has a pixel: no rule's T-acc can exceed it.
     With `ceiling_t_acc`, the result also holds `ceiling`: the rule of the tuning grid with the highest
     N-acc on this very set among those whose T-acc here is at least `ceiling_t_acc` % (the choice and
     its N-acc and T-acc); for a model with an answer score, the best threshold of that score on this set.
@@ -82,6 +84,8 @@ def evaluate_absent_queries(
     """
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
     scores = {**_score(answers, answer_rule(model.config), with_iou=True), "pool": list(pool), "seed": seed}
+    # No rule finds a present object whose mask is empty: this T-acc bounds every rule's.
+    scores["t_acc_bound"] = _score(answers, LAXEST_RULE, with_iou=False)["t_acc"]
     if ceiling_t_acc is not None:
         scores["ceiling"] = {**_ceiling(answers, model, ceiling_t_acc), "min_t_acc": ceiling_t_acc}
     return scores
@@ -116,9 +120,8 @@ def tune_answer_rule(
     if rule == "grid":
         choice = _best_rule(grid, min_t_acc)
     else:
-        plain = {"presence_threshold": 0.0, "min_own_share": 0.0, "answer_weights": None}
-        fit = fit_answer_weights(_query_table(answers, plain), min_t_acc)
-        fitted = {**plain, "answer_weights": fit["answer_weights"]}
+        fit = fit_answer_weights(_query_table(answers, LAXEST_RULE), min_t_acc)
+        fitted = {**LAXEST_RULE, "answer_weights": fit["answer_weights"]}
         scores = _score(answers, fitted, with_iou=False)  # as `found_queries` will answer, in float32
         choice = {**fitted, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]}
     return {
