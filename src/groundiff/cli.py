@@ -274,7 +274,8 @@ _DESCRIPTIONS = {
         "the share of its mask it must keep against the other objects asked (so that a 'red disc' painting "
         "the red ring another query names is turned away). The rule with the highest N-acc among those whose "
         "T-acc on the validation set reaches --min-t-acc is written into the checkpoint; `groundiff train` "
-        "already does this for models trained with --negative-fraction."
+        "already does this for models trained with --negative-fraction. --rule score fits instead a score over "
+        "statistics of each mask that read alike for every class (peak logit, area, own share)."
     ),
 }
 _EXAMPLES = {
