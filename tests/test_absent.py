@@ -128,10 +128,13 @@ def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
 
 
 def test_a_model_with_token_queries_trains_loads_grounds_and_answers_absent_queries(small_sets, tmp_path):
-    run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True)
+    run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True, answer_rule="score")
     run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}})
     model, meta = load_grounding_model(train(run).out / "best")
     assert model.config.class_queries == "tokens" and meta.val["answer_rule"]["set"] == run.val
+    # The run ended by fitting an answer score (`answer_rule: score`), and the model answers by it.
+    assert meta.val["answer_rule"]["rule"] == "score"
+    assert model.config.answer_weights == tuple(meta.val["answer_rule"]["answer_weights"])
     embedder = ClassEmbedder.for_checkpoint(meta, *load_text_components(meta.text_model))
     assert embedder.tokens and embedder(["pottedplant", "dog"]).shape[:2] == (2, 3)  # pot|ted|plant
     pool = set_classes(GroundingDataset([small_sets["val"]], features=False))
@@ -438,7 +441,7 @@ def test_a_region_presence_head_reads_what_lies_under_the_mask():
 
 def _trained_as(model: dict, config: TrainConfig) -> bool:
     """Whether a measured model of docs/results/queries_fresh.json was trained with `config`'s settings
-    for negatives, subtraction, run length, presence output and class queries (seed aside)."""
+    for negatives, subtraction, run length, presence output, class queries and answer rule (seed aside)."""
     recipe = {
         "negative_fraction": config.negative_fraction,
         "hard_negatives": config.hard_negatives,
@@ -450,7 +453,9 @@ def _trained_as(model: dict, config: TrainConfig) -> bool:
     }
     # Rows measured before an option existed lack its key and were trained with its default.
     defaults = {"negatives_per_sample": 1, "class_queries": "mean"}
-    return all(model.get(key, defaults.get(key)) == value for key, value in recipe.items())
+    rule = "score" if model["answer_rule"].get("answer_weights") else "grid"
+    same_rule = rule == config.answer_rule
+    return same_rule and all(model.get(key, defaults.get(key)) == value for key, value in recipe.items())
 
 
 def test_the_absent_objects_recipe_is_the_one_the_docs_measured():

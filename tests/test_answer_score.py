@@ -10,7 +10,7 @@ import torch
 from groundiff.evaluation.answer_score import QueryTable, best_threshold, fit_answer_weights
 from groundiff.model.answers import answer_features, found_queries
 from groundiff.model.config import ANSWER_FEATURES
-from groundiff.training.config import TuneAnswersConfig
+from groundiff.training.config import TrainConfig, TuneAnswersConfig
 from test_model import TINY_CONFIG
 
 
@@ -62,6 +62,8 @@ def test_a_config_takes_one_weight_per_feature_and_a_bias_and_tune_answers_names
         TINY_CONFIG.__class__(**{**TINY_CONFIG.to_dict(), "answer_weights": weights[:-1]})
     with pytest.raises(ValueError, match="grid, score"):
         TuneAnswersConfig(checkpoint="run/best", rule="logistic")
+    with pytest.raises(ValueError, match="grid, score"):
+        TrainConfig(answer_rule="logistic")
 
 
 def table(present_share: torch.Tensor, absent_share: torch.Tensor, *, seed: int = 0) -> QueryTable:

@@ -36,6 +36,8 @@ class TrainConfig:
             a present class ("red disc" beside a red ring), which teach the masks to read both words.
         negatives_per_sample: absent classes each of those samples queries (more than one asks for
             more absent objects than present ones, against answering by elimination).
+        answer_rule: `grid` (a presence threshold and an own share) or `score` (an answer score over
+            class-agnostic mask statistics), chosen on `val` at the end of a run with negatives.
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -62,6 +64,9 @@ class TrainConfig:
         0.0, "share of the absent classes drawn among those sharing a word with a present one (hard negatives)"
     )
     negatives_per_sample: int = option(1, "absent classes queried by each sample that gets negatives")
+    answer_rule: str = option(
+        "grid", "how a run with negatives chooses its 'not found' rule at the end: grid or score (see tune-answers)"
+    )
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = option(None, "use only the first N training samples")
@@ -89,6 +94,10 @@ class TrainConfig:
         for name in ("negative_fraction", "hard_negatives"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if self.answer_rule not in ANSWER_RULES:
+            raise ValueError(
+                f"answer_rule={self.answer_rule!r} is not an answer rule; choose one of {', '.join(ANSWER_RULES)}."
+            )
         if self.hard_negatives and not self.negative_fraction:
             raise ValueError(
                 f"hard_negatives={self.hard_negatives} chooses among negative queries, but negative_fraction is 0; "

@@ -292,11 +292,15 @@ class _Trainer:
         """Choose the best checkpoint's answer rule on the validation set (it trades N-acc against T-acc),
         and record it there; run again on a resumed, finished run, it writes the same rule."""
         model, meta = load_grounding_model(self.out / BEST, device=str(self.device))
-        choice = record_answer_rule(self.out / BEST, model, meta, self.val_set, self.embedder, self.config.val)
+        choice = record_answer_rule(
+            self.out / BEST, model, meta, self.val_set, self.embedder, self.config.val, rule=self.config.answer_rule
+        )
         log.info(
-            "answer rule: presence > %.2f, own share >= %.1f (val N-acc %.1f, T-acc %.1f)",
+            "answer rule (%s): presence > %.2f, own share >= %.1f, score weights %s (val N-acc %.1f, T-acc %.1f)",
+            choice["rule"],
             choice["presence_threshold"],
             choice["min_own_share"],
+            choice["answer_weights"],
             choice["n_acc"],
             choice["t_acc"],
         )
