@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate, shares_word
 from groundiff.data.records import SampleRecord
 from groundiff.evaluation.answer_score import QueryTable, best_threshold, fit_answer_weights
-from groundiff.evaluation.config import ANSWER_RULES, MIN_T_ACC
+from groundiff.evaluation.config import MIN_T_ACC, check_answer_rule
 from groundiff.evaluation.evaluate import summarize
 from groundiff.evaluation.metrics import IoUAccumulator, proportion_ci95
 from groundiff.model import GroundingModel
@@ -113,8 +113,7 @@ def tune_answer_rule(
         {"presence_threshold", "min_own_share", "answer_weights", "n_acc", "t_acc" (of the chosen rule),
         "rule", "min_t_acc", "queries", "grid": every grid rule with its N-acc and T-acc, for comparison}.
     """
-    if rule not in ANSWER_RULES:
-        raise ValueError(f"Unknown answer rule {rule!r}; choose one of {', '.join(ANSWER_RULES)}.")
+    check_answer_rule(rule, "rule")
     answers = _answer_absent_queries(model, dataset, embedder, pool, seed=seed, batch_size=batch_size)
     grid = _rule_grid(answers, _thresholds(model))
     if rule == "grid":
@@ -141,7 +140,7 @@ def _rule_grid(answers: list[_Answers], thresholds: tuple[float, ...]) -> list[d
     """N-acc and T-acc of every rule of `thresholds` × `OWN_SHARES` on the same answers."""
     grid = []
     for threshold, share in itertools.product(thresholds, OWN_SHARES):
-        rule = {"presence_threshold": threshold, "min_own_share": share, "answer_weights": None}
+        rule = {**LAXEST_RULE, "presence_threshold": threshold, "min_own_share": share}
         scores = _score(answers, rule, with_iou=False)
         grid.append({**rule, "n_acc": scores["n_acc"], "t_acc": scores["t_acc"], "queries": scores["queries"]})
     return grid

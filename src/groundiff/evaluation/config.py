@@ -17,6 +17,12 @@ MIN_T_ACC = 99.0
 ANSWER_RULES = ("grid", "score")
 
 
+def check_answer_rule(rule: str, name: str) -> None:
+    """Raise ValueError, naming the option `name`, unless `rule` is one of `ANSWER_RULES`."""
+    if rule not in ANSWER_RULES:
+        raise ValueError(f"{name}={rule!r} is not an answer rule; choose one of {', '.join(ANSWER_RULES)}.")
+
+
 @dataclass
 class EvaluateConfig:
     """A checkpoint's evaluation on test sets; see `groundiff.evaluation.evaluate.evaluate_checkpoint`."""

@@ -47,15 +47,7 @@ def answer_features(logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         probable query, and the same share weighted by probabilities (its probability mass over that of
         every query, averaged over its own mass).
     """
-    probabilities, masks = _probabilities(logits, valid)
-    pixels = probabilities.shape[2]
-    area = masks.sum(dim=2).float()  # (B, N)
-    own = _own_pixels(probabilities, masks).float() / area.clamp_min(1.0)
-    shares = probabilities / probabilities.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, N, P)
-    soft_own = (probabilities * shares).sum(dim=2) / probabilities.sum(dim=2).clamp_min(1e-6)
-    peak = logits.detach().float().flatten(2).amax(dim=2).clamp(-PEAK_LOGIT_BOUND, PEAK_LOGIT_BOUND)
-    log_area = torch.log(area.clamp_min(1.0) / pixels)
-    return torch.stack([peak, log_area, own, soft_own], dim=2)
+    return _features(logits, *_probabilities(logits, valid))
 
 
 def found_queries(
@@ -87,8 +79,20 @@ def found_queries(
         found &= _own_pixels(probabilities, masks) >= min_own_share * area
     if answer_weights is not None:
         weights = torch.tensor(answer_weights, dtype=torch.float32, device=logits.device)
-        found &= answer_features(logits, valid) @ weights[:-1] + weights[-1] > 0
+        found &= _features(logits, probabilities, masks) @ weights[:-1] + weights[-1] > 0
     return found
+
+
+def _features(logits: torch.Tensor, probabilities: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """`answer_features` from the logits and their `_probabilities`."""
+    pixels = probabilities.shape[2]
+    area = masks.sum(dim=2).float()  # (B, N)
+    own = _own_pixels(probabilities, masks).float() / area.clamp_min(1.0)
+    shares = probabilities / probabilities.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, N, P)
+    soft_own = (probabilities * shares).sum(dim=2) / probabilities.sum(dim=2).clamp_min(1e-6)
+    peak = logits.detach().float().flatten(2).amax(dim=2).clamp(-PEAK_LOGIT_BOUND, PEAK_LOGIT_BOUND)
+    log_area = torch.log(area.clamp_min(1.0) / pixels)
+    return torch.stack([peak, log_area, own, soft_own], dim=2)
 
 
 def _probabilities(logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

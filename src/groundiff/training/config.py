@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from groundiff.config import REQUIRED, check_types, option
-from groundiff.evaluation.config import ANSWER_RULES, MIN_T_ACC
+from groundiff.evaluation.config import MIN_T_ACC, check_answer_rule
 from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
@@ -94,10 +94,7 @@ class TrainConfig:
         for name in ("negative_fraction", "hard_negatives"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
-        if self.answer_rule not in ANSWER_RULES:
-            raise ValueError(
-                f"answer_rule={self.answer_rule!r} is not an answer rule; choose one of {', '.join(ANSWER_RULES)}."
-            )
+        check_answer_rule(self.answer_rule, "answer_rule")
         if self.hard_negatives and not self.negative_fraction:
             raise ValueError(
                 f"hard_negatives={self.hard_negatives} chooses among negative queries, but negative_fraction is 0; "
@@ -125,5 +122,4 @@ class TuneAnswersConfig:
     batch_size: int = option(4, "images per forward pass")
 
     def __post_init__(self) -> None:
-        if self.rule not in ANSWER_RULES:
-            raise ValueError(f"--rule {self.rule!r} is not an answer rule; choose one of {', '.join(ANSWER_RULES)}.")
+        check_answer_rule(self.rule, "--rule")
