@@ -127,11 +127,13 @@ def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     assert not batch.valid[1, 2] and not batch.present[1, 2]  # the second image's padding slot
 
 
-def test_a_model_with_token_queries_trains_loads_grounds_and_answers_absent_queries(small_sets, tmp_path):
+def test_a_model_with_token_queries_and_word_targets_trains_loads_grounds_and_answers_absent_queries(small_sets, tmp_path):
     run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True, answer_rule="score")
-    run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}})
+    # With word targets: each name token is also taught its word's objects.
+    run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}, "word_loss": 1.0})
     model, meta = load_grounding_model(train(run).out / "best")
     assert model.config.class_queries == "tokens" and meta.val["answer_rule"]["set"] == run.val
+    assert meta.train_config["word_loss"] == 1.0
     # The run ended by fitting an answer score (`answer_rule: score`), and the model answers by it.
     assert meta.val["answer_rule"]["rule"] == "score"
     assert model.config.answer_weights == tuple(meta.val["answer_rule"]["answer_weights"])

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from groundiff.data.batching import ClassEmbedder, collate
+from groundiff.data.batching import ClassEmbedder, NegativeQueries, collate
+from groundiff.data.records import SampleRecord
 from groundiff.model import GroundingModelConfig
-from groundiff.text import PromptTemplate, class_embeddings, class_token_embeddings, subtract_other_classes
+from groundiff.text import (
+    PromptTemplate,
+    class_embeddings,
+    class_token_embeddings,
+    name_token_words,
+    subtract_other_classes,
+)
+from groundiff.training.config import TrainConfig
+from groundiff.training.losses import word_loss
 from test_absent import record
 from test_model import TEXT_WIDTH, TINY_CONFIG, TINY_SHAPES, embeddings, features, tiny_model
 from test_text import PositionEncoder
@@ -107,3 +117,71 @@ def test_a_model_names_the_embeddings_it_takes():
         tiny_model().answer(maps, embeddings(1, 2)[:, :, None])
     with pytest.raises(ValueError, match="class_queries"):
         GroundingModelConfig(class_queries="words")
+
+
+def test_each_name_token_belongs_to_a_word_of_the_name(tokenizer):
+    assert name_token_words(tokenizer, "Red pottedplant") == ["red"] + ["pottedplant"] * 3  # pot|ted|plant
+    names = ["red pottedplant", "dog"]
+    tokens = class_token_embeddings(PositionEncoder(), tokenizer, PromptTemplate.named("x_and_y"), names)
+    words = ClassEmbedder(TokenStub(), tokenizer, "x_and_y", tokens=True).token_words(names)
+    assert [len(w) for w in words] == (tokens.abs().amax(dim=2) > 0).sum(dim=1).tolist()  # one word per token slot
+
+
+def coloured_record(index: int, classes: list[str]) -> SampleRecord:
+    """A record whose objects are disjoint columns: object i fills column i of a 4 × 4 image."""
+    masks = [np.zeros((4, 4), dtype=bool) for _ in classes]
+    for i, mask in enumerate(masks):
+        mask[:, i] = True
+    maps = {name: torch.zeros(shape) for name, shape in TINY_SHAPES.items()}
+    return SampleRecord(index, np.zeros((4, 4, 3), np.uint8), maps, masks, {"classes": classes, "prompt": ""})
+
+
+def test_a_token_s_word_target_is_every_object_whose_name_has_its_word(tokenizer):
+    embedder = ClassEmbedder(TokenStub(), tokenizer, "x_and_y", tokens=True)
+    present = ["red disc", "red pottedplant"]
+    negatives = NegativeQueries(("blue disc",), fraction=1.0, seed=0)
+    batch = collate([coloured_record(0, present)], embedder, negatives=negatives, word_targets=True)
+    assert batch.word_targets is not None and batch.word_targets.shape == (1, 3, 4, 4, 4)
+    column = {name: torch.from_numpy(coloured_record(0, present).masks[i]).float() for i, name in enumerate(present)}
+    both_red = torch.maximum(column["red disc"], column["red pottedplant"])
+    for slot, name in enumerate(batch.classes[0]):
+        expected = {
+            "red disc": [both_red, column["red disc"], None, None],
+            "red pottedplant": [both_red] + [column["red pottedplant"]] * 3,
+            "blue disc": [torch.zeros(4, 4), column["red disc"], None, None],  # absent: its "disc" is still the disc
+        }[name]
+        for k, target in enumerate(expected):
+            assert torch.equal(batch.word_targets[0, slot, k], torch.zeros(4, 4) if target is None else target)
+    assert collate([coloured_record(0, present)], embedder).word_targets is None
+    with pytest.raises(ValueError, match="tokens=True"):
+        collate([coloured_record(0, present)], ClassEmbedder(TokenStub(), tokenizer, "x_and_y"), word_targets=True)
+
+
+def test_the_word_loss_reads_real_tokens_only_and_learns_an_empty_word_with_bce_alone():
+    targets = torch.zeros(1, 2, 2, 4, 4)
+    targets[0, 0, 0, :, 0] = 1  # token (0, 0) names an object in column 0; token (0, 1) names nothing
+    token_valid = torch.tensor([[[True, True], [False, False]]])  # the second class is padding
+    right = 20 * (2 * targets - 1)  # confident and right everywhere
+    assert float(word_loss("bce+logcosh-dice", right, targets, token_valid)) < 1e-3
+    garbage = right.clone()
+    garbage[0, 1] = torch.randn(2, 4, 4)
+    assert torch.equal(
+        word_loss("bce+logcosh-dice", garbage, targets, token_valid),
+        word_loss("bce+logcosh-dice", right, targets, token_valid),
+    )
+    wrong_empty = right.clone()
+    wrong_empty[0, 0, 1] = 0.0  # the empty word at probability 0.5: BCE log 2, no Dice term
+    expected = (torch.log(torch.tensor(2.0)) + word_loss("bce+logcosh-dice", right, targets, token_valid) * 2) / 2
+    torch.testing.assert_close(
+        word_loss("bce+logcosh-dice", wrong_empty, targets, token_valid), expected, atol=1e-4, rtol=1e-4
+    )
+    with pytest.raises(ValueError, match="token_valid"):
+        word_loss("bce", right[:, :1], targets, token_valid)
+
+
+def test_word_loss_needs_token_queries():
+    assert TrainConfig(word_loss=1.0, model={"class_queries": "tokens"}).word_loss == 1.0
+    with pytest.raises(ValueError, match="class_queries: tokens"):
+        TrainConfig(word_loss=1.0)
+    with pytest.raises(ValueError, match="at least 0"):
+        TrainConfig(word_loss=-1.0, model={"class_queries": "tokens"})

@@ -243,6 +243,16 @@ def class_token_embeddings(
     )
 
 
+def name_token_words(tokenizer: Any, name: str) -> list[str]:
+    """The word (lower case) that each BPE token of class `name` belongs to, in token order:
+    `"yellow hourglass"` → `["yellow", "hourglass", "hourglass"]` where "hourglass" is two tokens. CLIP's
+    BPE works word by word, so a name's tokens are its words' tokens one after the other."""
+    words: list[str] = []
+    for word in name.lower().split():
+        words += [word] * (len(tokenizer(word).input_ids) - 2)  # without the start and end tokens
+    return words
+
+
 def padded_tokens(class_tokens: torch.Tensor) -> torch.Tensor:
     """(..., K) bool, True for the zero vectors that pad shorter names in `class_token_embeddings`'s
     (..., K, D) output."""

@@ -17,6 +17,7 @@ from groundiff.data.records import SampleRecord
 from groundiff.text import (
     PromptTemplate,
     class_token_embeddings,
+    name_token_words,
     padded_tokens,
     subtract_other_classes,
     template_class_embeddings,
@@ -88,6 +89,10 @@ class ClassEmbedder:
                     embeddings = subtract_other_classes(embeddings)
             self._cache[key] = embeddings.float().cpu()
         return self._cache[key]
+
+    def token_words(self, classes: Sequence[str]) -> list[list[str]]:
+        """Per class, the word of its name that each of its tokens (the K slots of `__call__`) belongs to."""
+        return [name_token_words(self.tokenizer, name) for name in classes]
 
 
 def _subtract_other_classes_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
@@ -169,6 +174,9 @@ class GroundingBatch:
         targets: (B, N, H, W) float in {0, 1}, empty masks for negatives; all zero when the samples have no masks.
         classes: per image, its queried class names.
         indices: per image, its sample index.
+        word_targets: for token queries with word targets, (B, N, K, H, W) float in {0, 1}: the target
+            of each name token, every object of the image whose name has the token's word ("red" of a
+            queried "red ring": every red object); zero for padding. None otherwise.
     """
 
     features: dict[str, torch.Tensor]
@@ -178,6 +186,7 @@ class GroundingBatch:
     targets: torch.Tensor
     classes: list[list[str]]
     indices: list[int]
+    word_targets: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> GroundingBatch:
         return GroundingBatch(
@@ -188,6 +197,7 @@ class GroundingBatch:
             targets=self.targets.to(device, non_blocking=True),
             classes=self.classes,
             indices=self.indices,
+            word_targets=None if self.word_targets is None else self.word_targets.to(device, non_blocking=True),
         )
 
 
@@ -196,9 +206,13 @@ def collate(
     embedder: ClassEmbedder,
     mask_size: int | None = None,
     negatives: NegativeQueries | None = None,
+    word_targets: bool = False,
 ) -> GroundingBatch:
     """Stack B records, padding queries to the largest count; masks resized to `mask_size` if given.
-    With `negatives`, some records' queries gain a class they do not contain (empty target, not present)."""
+    With `negatives`, some records' queries gain a class they do not contain (empty target, not present).
+    With `word_targets` (token queries only), the batch also holds each name token's target."""
+    if word_targets and not embedder.tokens:
+        raise ValueError("Word targets are the targets of name tokens; they need an embedder with tokens=True.")
     queries = [negatives(r.index, r.classes) if negatives else list(r.classes) for r in records]
     count = max(len(names) for names in queries)
     rows = [embedder(names) for names in queries]  # (n, D), or (n, K, D) for token queries
@@ -224,4 +238,23 @@ def collate(
     features = {
         name: torch.stack([r.features[name] for r in records]).float() for name in records[0].features
     }  # (B, C, h, w)
-    return GroundingBatch(features, embeddings, valid, present, targets, queries, [r.index for r in records])
+    words = _word_targets(embedder, queries, present, targets, embeddings.shape[2]) if word_targets else None
+    return GroundingBatch(features, embeddings, valid, present, targets, queries, [r.index for r in records], words)
+
+
+def _word_targets(
+    embedder: ClassEmbedder, queries: list[list[str]], present: torch.Tensor, targets: torch.Tensor, length: int
+) -> torch.Tensor:
+    """(B, N, K, H, W): each name token's target, the union of the image's present objects whose names
+    have the token's word. Why: a token query is otherwise taught only through its class's mask, the
+    least of its tokens', and "blue" of "blue cross" may paint a red ring as long as "cross" does
+    not; told what each word covers, tokens of a name the model never saw still mean their words."""
+    token_targets = torch.zeros(*targets.shape[:2], length, *targets.shape[2:])  # (B, N, K, H, W)
+    for b, names in enumerate(queries):
+        found = [(set(name.lower().split()), targets[b, slot]) for slot, name in enumerate(names) if present[b, slot]]
+        for slot, token_words in enumerate(embedder.token_words(names)):
+            for k, word in enumerate(token_words):
+                for name_words, mask in found:
+                    if word in name_words:
+                        token_targets[b, slot, k] = torch.maximum(token_targets[b, slot, k], mask)
+    return token_targets

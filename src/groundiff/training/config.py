@@ -38,6 +38,9 @@ class TrainConfig:
             more absent objects than present ones, against answering by elimination).
         answer_rule: `grid` (a presence threshold and an own share) or `score` (an answer score over
             class-agnostic mask statistics), chosen on `val` at the end of a run with negatives.
+        word_loss: weight of a mask loss on each name token's own logits (token queries only): a
+            token's target is every object of the image whose name has the token's word, so that the
+            tokens of an unseen name still mean their words (`data.batching.collate`); 0 = off.
         loss: `bce`, `dice`, `dice+bce` or `bce+logcosh-dice`.
         model: overrides of `GroundingModelConfig` fields (sizes); dropout is its own field.
         max_train_samples: use only the first samples of the training set (set-size experiments).
@@ -67,6 +70,9 @@ class TrainConfig:
     answer_rule: str = option(
         "grid", "how a run with negatives chooses its 'not found' rule at the end: grid or score (see tune-answers)"
     )
+    word_loss: float = option(
+        0.0, "token queries: weight of a mask loss teaching each name token its word's objects (0 = off)"
+    )
     dropout: float = option(0.1, "dropout of the fusion decoder")
     model: dict[str, Any] = field(default_factory=dict)
     max_train_samples: int | None = option(None, "use only the first N training samples")
@@ -95,6 +101,13 @@ class TrainConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
         check_answer_rule(self.answer_rule, "answer_rule")
+        if self.word_loss < 0:
+            raise ValueError(f"word_loss must be at least 0 (0: off), got {self.word_loss}.")
+        if self.word_loss and self.model.get("class_queries") != "tokens":
+            raise ValueError(
+                f"word_loss={self.word_loss} trains each name token's own mask, which only token queries have; "
+                "add `class_queries: tokens` under `model:` in the config, or set word_loss to 0."
+            )
         if self.hard_negatives and not self.negative_fraction:
             raise ValueError(
                 f"hard_negatives={self.hard_negatives} chooses among negative queries, but negative_fraction is 0; "

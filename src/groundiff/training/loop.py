@@ -41,9 +41,10 @@ from groundiff.model.checkpoint import (
     save_checkpoint,
 )
 from groundiff.sd.pipelines import load_text_components
+from groundiff.text import padded_tokens
 from groundiff.training.answer_rule import record_answer_rule
 from groundiff.training.config import RESUME_FREE_FIELDS, TrainConfig
-from groundiff.training.losses import grounding_loss, presence_loss
+from groundiff.training.losses import grounding_loss, presence_loss, word_loss
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +322,7 @@ class _Trainer:
                 embedder=self.embedder,
                 mask_size=self.model_config.mask_size,
                 negatives=self.negatives(epoch),
+                word_targets=self.config.word_loss > 0,
             ),
             num_workers=self.config.num_workers,
         )
@@ -362,6 +364,10 @@ class _Trainer:
             loss = grounding_loss(self.config.loss, output["logits"].float(), batch.targets, batch.valid, batch.present)
             if "presence" in output:
                 loss = loss + presence_loss(output["presence"], batch.present, batch.valid)
+            if batch.word_targets is not None:
+                token_valid = batch.valid[:, :, None] & ~padded_tokens(batch.embeddings)  # (B, N, K)
+                words = word_loss(self.config.loss, output["token_logits"], batch.word_targets, token_valid)
+                loss = loss + self.config.word_loss * words
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch + 1} on samples {batch.indices}; lower the learning "
@@ -394,7 +400,8 @@ def training_classes(folder: str) -> tuple[str, ...]:
 
 
 class AnswerView(torch.nn.Module):
-    """The grounding model with `answer` as its forward, returning {"logits", "presence"} so that
+    """The grounding model with `answer` as its forward, returning `GroundingOutput`'s fields as a dict
+    ("logits", and "presence" and "token_logits" where the model has them) so that
     DistributedDataParallel, which only wraps `forward`, trains the presence head too."""
 
     def __init__(self, model: GroundingModel) -> None:
@@ -404,7 +411,7 @@ class AnswerView(torch.nn.Module):
     def forward(self, *inputs: Any) -> dict[str, torch.Tensor]:
         # A dict without None values: DistributedDataParallel drops None from the outputs it passes on.
         output = self.model.answer(*inputs)
-        return {"logits": output.logits} if output.presence is None else vars(output)
+        return {name: value for name, value in vars(output).items() if value is not None}
 
 
 def write_history(out: Path, history: list[dict[str, float]]) -> None:

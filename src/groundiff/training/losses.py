@@ -87,6 +87,33 @@ def grounding_loss(
     return per_pair.mean()
 
 
+def word_loss(
+    name: str, token_logits: torch.Tensor, word_targets: torch.Tensor, token_valid: torch.Tensor
+) -> torch.Tensor:
+    """Loss `name` of each name token's own mask (token queries), averaged over the real tokens.
+
+    Args:
+        token_logits: (B, N, K, h, w) logits of every token, at the mask features' side; upsampled
+            bilinearly to the targets' side, as the class logits are.
+        word_targets: (B, N, K, H, W) each token's target (`GroundingBatch.word_targets`).
+        token_valid: (B, N, K) bool, False for padded tokens and padding slots.
+    Returns:
+        scalar float32 tensor. A token whose word names nothing in the image is learnt as a negative
+        query is, with BCE alone (see `grounding_loss`).
+    """
+    slots = word_targets.shape[:3]
+    if token_logits.dim() != 5 or token_logits.shape[:3] != slots or token_valid.shape != slots:
+        raise ValueError(
+            "word_loss needs (B, N, K, h, w) token logits, (B, N, K, H, W) word targets and (B, N, K) token_valid; got "
+            f"{tuple(token_logits.shape)}, {tuple(word_targets.shape)} and {tuple(token_valid.shape)}."
+        )
+    logits = F.interpolate(
+        token_logits.flatten(1, 2).float(), size=word_targets.shape[-2:], mode="bilinear", align_corners=False
+    )  # (B, N·K, H, W)
+    targets = word_targets.flatten(1, 2)
+    return grounding_loss(name, logits, targets, token_valid.flatten(1), present=targets.flatten(2).amax(dim=2) > 0)
+
+
 def presence_loss(presence: torch.Tensor, present: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the presence logits, averaged over the valid (image, query) pairs.
 
