@@ -2,6 +2,7 @@
 it away: each token of the name paints its own mask, and the class's mask is where all of them are.
 
     OMP_NUM_THREADS=1 python scripts/draw_tokens.py --bench <bench> --checkpoint <token-queries checkpoint>
+    (`--out docs/token_word_targets.png` for the model trained with word targets)
 
 The first two renders of the unseen-class truth set, each asked for its objects and for an absent class that
 shares a word with one of them (an unseen one where there is one); one row for that present object and one
@@ -72,11 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bench", type=Path, required=True, help="a bench folder with truth-test-unseen")
     parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint with token queries")
+    parser.add_argument("--out", type=Path, default=REPOSITORY / "docs/token_queries.png", help="the picture")
     args = parser.parse_args()
     torch.set_num_threads(1)
     unseen = open_set(str(args.bench / "truth-test-unseen"))
     fitting = [unseen[i] for i in range(len(unseen)) if len(unseen[i].classes) >= 2][:2]
-    draw(Grounder(args.checkpoint), fitting, REPOSITORY / "docs/token_queries.png")
+    draw(Grounder(args.checkpoint), fitting, args.out)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         "run_epochs": meta.train_config.get("epochs"),  # the run's length; best_epoch is the one kept
         "presence_inputs": meta.model_config.get("presence_inputs", "statistics") if model.presence_head else None,
         "class_queries": model.config.class_queries,  # one query per class (mean) or per name token
+        "word_loss": meta.train_config.get("word_loss", 0.0),  # token queries taught their words' objects
         "val_miou": meta.val.get("miou"),
         "answer_rule": {  # `groundiff tune-answers`: chosen on a validation set, or the defaults
             **answer_rule(model.config),

@@ -127,7 +127,9 @@ def test_collate_gives_a_negative_an_empty_target_and_marks_it_absent():
     assert not batch.valid[1, 2] and not batch.present[1, 2]  # the second image's padding slot
 
 
-def test_a_model_with_token_queries_and_word_targets_trains_loads_grounds_and_answers_absent_queries(small_sets, tmp_path):
+def test_a_model_with_token_queries_and_word_targets_trains_loads_grounds_and_answers_absent_queries(
+    small_sets, tmp_path
+):
     run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True, answer_rule="score")
     # With word targets: each name token is also taught its word's objects.
     run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}, "word_loss": 1.0})
@@ -443,7 +445,8 @@ def test_a_region_presence_head_reads_what_lies_under_the_mask():
 
 def _trained_as(model: dict, config: TrainConfig) -> bool:
     """Whether a measured model of docs/results/queries_fresh.json was trained with `config`'s settings
-    for negatives, subtraction, run length, presence output, class queries and answer rule (seed aside)."""
+    for negatives, subtraction, run length, presence output, class queries, word targets and answer rule
+    (seed aside)."""
     recipe = {
         "negative_fraction": config.negative_fraction,
         "hard_negatives": config.hard_negatives,
@@ -452,9 +455,10 @@ def _trained_as(model: dict, config: TrainConfig) -> bool:
         "run_epochs": config.epochs,
         "presence_inputs": config.model.get("presence_inputs", "statistics"),
         "class_queries": config.model.get("class_queries", "mean"),
+        "word_loss": config.word_loss,
     }
     # Rows measured before an option existed lack its key and were trained with its default.
-    defaults = {"negatives_per_sample": 1, "class_queries": "mean"}
+    defaults = {"negatives_per_sample": 1, "class_queries": "mean", "word_loss": 0.0}
     rule = "score" if model["answer_rule"].get("answer_weights") else "grid"
     same_rule = rule == config.answer_rule
     return same_rule and all(model.get(key, defaults.get(key)) == value for key, value in recipe.items())
@@ -508,3 +512,26 @@ def test_the_answer_score_gains_t_acc_on_renders_with_unseen_classes_for_both_re
             gained = score["sets"][kind]["absent"]["t_acc"] - grid["sets"][kind]["absent"]["t_acc"]
             assert gained > 1.0, (seed, kind, gained)
             assert score["sets"][kind]["miou"] >= grid["sets"][kind]["miou"], (seed, kind)
+
+
+def test_word_targets_meet_the_target_on_seen_renders_and_break_unseen_classes_for_both_seeds():
+    """docs/RESULTS.md's reading of configs/models/absent-objects-word-targets.yaml, measured on both seeds:
+    on seen renders it meets the issue's target (N-acc >= 95 at T-acc >= 98), while on unseen renders
+    present-object mIoU falls more than 20 points below the mean-query recipe's and more than one
+    present object in ten gets an empty mask, so it cannot be the recipe."""
+    from groundiff.config import read_config_file
+
+    repository = Path(__file__).parents[1]
+    config = TrainConfig(
+        **read_config_file(repository / "src/groundiff/configs/models/absent-objects-word-targets.yaml")
+    )
+    measured = json.loads((repository / "docs/results/queries_fresh.json").read_text())["models"]
+    for seed in (0, 1):
+        words = measured[f"subtract-all-hard-negatives-token-queries-word-targets-30-epochs-seed-{seed}"]
+        assert _trained_as(words, config) and words["train_seed"] == seed
+        mean = measured[f"subtract-all-hard-negatives-30-epochs-seed-{seed}-regenerated-answer-score"]
+        seen = words["sets"]["truth-test-seen"]["absent"]
+        assert seen["n_acc"] >= 95 and seen["t_acc"] >= 98, (seed, seen["n_acc"], seen["t_acc"])
+        unseen = words["sets"]["truth-test-unseen"]
+        assert unseen["miou"] < mean["sets"]["truth-test-unseen"]["miou"] - 20, seed
+        assert unseen["absent"]["t_acc_bound"] < 90, seed
