@@ -18,6 +18,7 @@ from groundiff.text import (
     class_token_embeddings,
     name_token_words,
     subtract_other_classes,
+    word_token_embeddings,
 )
 from groundiff.training.config import TrainConfig
 from groundiff.training.losses import word_loss
@@ -116,7 +117,7 @@ def test_a_model_names_the_embeddings_it_takes():
     with pytest.raises(ValueError, match=r"class_queries='mean'.*\(B, N, D\)"):
         tiny_model().answer(maps, embeddings(1, 2)[:, :, None])
     with pytest.raises(ValueError, match="class_queries"):
-        GroundingModelConfig(class_queries="words")
+        GroundingModelConfig(class_queries="letters")
 
 
 def test_each_name_token_belongs_to_a_word_of_the_name(tokenizer):
@@ -185,3 +186,33 @@ def test_word_loss_needs_token_queries():
         TrainConfig(word_loss=1.0)
     with pytest.raises(ValueError, match="at least 0"):
         TrainConfig(word_loss=-1.0, model={"class_queries": "tokens"})
+
+
+def test_words_alone_give_a_word_one_vector_in_every_name(tokenizer):
+    tokens = word_token_embeddings(PositionEncoder(), tokenizer, ["red pottedplant", "blue pottedplant", "dog"])
+    assert tokens.shape == (3, 4, 2)
+    # Each word is encoded alone: its tokens start at position 1, whatever came before it in the name.
+    assert tokens[0, :, 0].tolist() == [1.0, 1.0, 2.0, 3.0] and tokens[2, 1:].abs().sum() == 0
+    torch.testing.assert_close(tokens[0, 1:], tokens[1, 1:])  # "pottedplant" after "red" and after "blue"
+    assert not torch.equal(tokens[0, 0], tokens[1, 0])
+    embedder = ClassEmbedder(TokenStub(), tokenizer, "x_and_y", tokens=True, words_alone=True)
+    torch.testing.assert_close(embedder(["red pottedplant", "dog"])[0], tokens[0])
+    with pytest.raises(ValueError, match="tokens=True"):
+        ClassEmbedder(TokenStub(), tokenizer, "x_and_y", words_alone=True)
+
+
+def test_a_checkpoint_with_word_queries_embeds_each_word_alone(tokenizer):
+    assert GroundingModelConfig(class_queries="words").token_queries and not GroundingModelConfig().token_queries
+    meta = type("Meta", (), {"template": "x_and_y", "end_of_text": False, "subtract_others": False})()
+    meta.model_config = {"class_queries": "words"}
+    embedder = ClassEmbedder.for_checkpoint(meta, TokenStub(), tokenizer)
+    assert embedder.tokens and embedder.words_alone
+    meta.model_config = {"class_queries": "tokens"}
+    assert not ClassEmbedder.for_checkpoint(meta, TokenStub(), tokenizer).words_alone
+    maps = features(TINY_SHAPES, 1)
+    with torch.no_grad():
+        logits = tiny_model(dataclasses.replace(TINY_CONFIG, class_queries="words")).answer(
+            maps, embeddings(1, 2)[:, :, None]
+        )
+    assert logits.token_logits is not None and logits.logits.shape[:2] == (1, 2)
+    assert TrainConfig(word_loss=1.0, model={"class_queries": "words"}).word_loss == 1.0

@@ -66,6 +66,11 @@ class PromptTemplate:
         return [head + joiner.join(classes) + tail]
 
 
+# The `GroundingModelConfig.class_queries` kinds with one decoder query per name token: "tokens" takes the
+# tokens' vectors in the grounding prompt, "words" encodes each word alone (`word_token_embeddings`).
+TOKEN_QUERIES = ("tokens", "words")
+
+
 def class_token_positions(tokenizer: Any, prompt: str, class_names: Sequence[str]) -> list[list[int]]:
     """Token positions (in the tokenized prompt, start token at 0) of each class name's occurrence.
 
@@ -251,6 +256,17 @@ def name_token_words(tokenizer: Any, name: str) -> list[str]:
     for word in name.lower().split():
         words += [word] * (len(tokenizer(word).input_ids) - 2)  # without the start and end tokens
     return words
+
+
+def word_token_embeddings(text_encoder: Any, tokenizer: Any, class_names: Sequence[str]) -> torch.Tensor:
+    """As `class_token_embeddings`, (N, K, D) zero-padded, but each word of a name encoded alone: a word is
+    one vector in every name. Why: CLIP reads left to right, so in "red ring" the vector of "ring" depends
+    on "red", and a name never seen in training gives its second word a vector training never showed."""
+    per_class = [
+        torch.cat([class_token_vectors(text_encoder, tokenizer, word, [word])[0] for word in name.split()])
+        for name in class_names
+    ]
+    return torch.nn.utils.rnn.pad_sequence(per_class, batch_first=True)
 
 
 def padded_tokens(class_tokens: torch.Tensor) -> torch.Tensor:

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 
 from groundiff.data.records import SampleRecord
 from groundiff.text import (
+    TOKEN_QUERIES,
     PromptTemplate,
     class_token_embeddings,
     name_token_words,
     padded_tokens,
     subtract_other_classes,
     template_class_embeddings,
+    word_token_embeddings,
 )
 
 
@@ -30,7 +32,9 @@ class ClassEmbedder:
     With a two-slot template ("{x} and {y}") a class's embedding depends on the other classes of
     the prompt, so results are cached per ordered tuple of classes; the encoder runs once per tuple.
     With `tokens=True` each class keeps its name's tokens apart, (N, K, D) zero-padded, for a model
-    with token queries (`GroundingModelConfig.class_queries`); otherwise their mean, (N, D).
+    with token queries (`GroundingModelConfig.class_queries`); otherwise their mean, (N, D). With
+    `words_alone` too, each word of a name is encoded alone (no template, no other class), so that a
+    word is the same vector in every name it is part of.
     """
 
     def __init__(
@@ -42,18 +46,22 @@ class ClassEmbedder:
         end_of_text: bool = False,
         subtract_others: bool = False,
         tokens: bool = False,
+        words_alone: bool = False,
     ) -> None:
         if tokens and end_of_text:
             raise ValueError(
                 "Token queries read each class name's tokens; the end-of-text embedding has one vector per "
                 "prompt. Use end_of_text=False or class_queries='mean'."
             )
+        if words_alone and not tokens:
+            raise ValueError("words_alone encodes each word of a name for token queries; it needs tokens=True.")
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.template = PromptTemplate.named(template)
         self.end_of_text = end_of_text
         self.subtract_others = subtract_others
         self.tokens = tokens
+        self.words_alone = words_alone
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     @classmethod
@@ -66,7 +74,8 @@ class ClassEmbedder:
             meta.template,
             end_of_text=meta.end_of_text,
             subtract_others=meta.subtract_others,
-            tokens=meta.model_config.get("class_queries", "mean") == "tokens",
+            tokens=meta.model_config.get("class_queries", "mean") in TOKEN_QUERIES,
+            words_alone=meta.model_config.get("class_queries") == "words",
         )
 
     @property
@@ -78,7 +87,10 @@ class ClassEmbedder:
         key = tuple(classes)
         if key not in self._cache:
             if self.tokens:
-                embeddings = class_token_embeddings(self.text_encoder, self.tokenizer, self.template, key)
+                if self.words_alone:
+                    embeddings = word_token_embeddings(self.text_encoder, self.tokenizer, key)
+                else:
+                    embeddings = class_token_embeddings(self.text_encoder, self.tokenizer, self.template, key)
                 if self.subtract_others:
                     embeddings = _subtract_other_classes_from_tokens(embeddings)
             else:

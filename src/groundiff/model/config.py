@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from groundiff.text import TOKEN_QUERIES
+
 PRESENCE_INPUTS = ("statistics", "region")  # what a presence output may read (`model.presence.PresenceHead`)
-CLASS_QUERIES = ("mean", "tokens")  # how a class name becomes decoder queries (`model.grounding.GroundingModel`)
+CLASS_QUERIES = ("mean", *TOKEN_QUERIES)  # how a class name becomes decoder queries (`model.grounding.GroundingModel`)
 # What the answer score of `model.answers` reads of each query's mask: class-agnostic, so that a class
 # the model never saw is judged like a seen one (a presence output reads the class's mask embedding).
 ANSWER_FEATURES = ("peak_logit", "log_area", "own_share", "soft_own_share")
@@ -55,7 +57,8 @@ class GroundingModelConfig:
         default="mean",
         metadata={
             "help": "mean: one decoder query per class, the mean of its name's tokens (the paper); tokens: one "
-            "query per token, and a class's mask is the pixels that every one of its tokens' masks claims"
+            "query per token, and a class's mask is the pixels that every one of its tokens' masks claims; words: "
+            "as tokens, but each word of the name is encoded alone, so a word is the same query in every name"
         },
     )
 
@@ -120,6 +123,11 @@ class GroundingModelConfig:
             raise ValueError(
                 f"GroundingModelConfig.mask_size={self.mask_size} must be positive, or None for the image size."
             )
+
+    @property
+    def token_queries(self) -> bool:
+        """Whether the model takes one decoder query per name token, (B, N, K, D) inputs."""
+        return self.class_queries in TOKEN_QUERIES
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable field → value mapping (tuples become lists)."""

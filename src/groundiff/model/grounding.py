@@ -121,7 +121,7 @@ class GroundingModel(nn.Module):
         Args:
             features: map name → (B, C, h, w) U-Net maps (any float dtype; cast to the model's).
             class_embeddings: (B, N, D) float class embeddings, or (B, N, K, D) class tokens (zero rows
-                for padded tokens) for a model with `class_queries="tokens"`.
+                for padded tokens) for a model with token queries (`class_queries` "tokens" or "words").
             class_padding: (B, N) bool, True for padding slots (images with fewer classes); None = none.
         Returns:
             (B, N, S, S) mask logits with S = config.mask_size, in the model's dtype (predicted masks
@@ -129,7 +129,7 @@ class GroundingModel(nn.Module):
             Outputs of padded slots are unspecified.
         """
         # 1. Check the inputs against the recorded layout
-        tokens_wanted = self.config.class_queries == "tokens"
+        tokens_wanted = self.config.token_queries
         if class_embeddings.dim() != (4 if tokens_wanted else 3):
             wanted = "(B, N, K, D) class tokens" if tokens_wanted else "(B, N, D) class embeddings"
             raise ValueError(

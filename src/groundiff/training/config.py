@@ -9,6 +9,7 @@ from typing import Any
 
 from groundiff.config import REQUIRED, check_types, option
 from groundiff.evaluation.config import MIN_T_ACC, check_answer_rule
+from groundiff.text import TOKEN_QUERIES
 from groundiff.training.losses import LOSSES
 
 # Fields that `--resume` may change: where and how a run executes, not what it computes. `epochs` may
@@ -103,7 +104,7 @@ class TrainConfig:
         check_answer_rule(self.answer_rule, "answer_rule")
         if self.word_loss < 0:
             raise ValueError(f"word_loss must be at least 0 (0: off), got {self.word_loss}.")
-        if self.word_loss and self.model.get("class_queries") != "tokens":
+        if self.word_loss and self.model.get("class_queries") not in TOKEN_QUERIES:
             raise ValueError(
                 f"word_loss={self.word_loss} trains each name token's own mask, which only token queries have; "
                 "add `class_queries: tokens` under `model:` in the config, or set word_loss to 0."

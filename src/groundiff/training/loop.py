@@ -221,7 +221,8 @@ class _Trainer:
             config.template,
             end_of_text=config.end_of_text,
             subtract_others=config.subtract_others,
-            tokens=self.model_config.class_queries == "tokens",
+            tokens=self.model_config.token_queries,
+            words_alone=self.model_config.class_queries == "words",
         )
         seed_everything(config.seed)
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
