@@ -107,7 +107,7 @@ class TrainConfig:
         if self.word_loss and self.model.get("class_queries") not in TOKEN_QUERIES:
             raise ValueError(
                 f"word_loss={self.word_loss} trains each name token's own mask, which only token queries have; "
-                "add `class_queries: tokens` under `model:` in the config, or set word_loss to 0."
+                "add `class_queries: tokens` (or `words`) under `model:` in the config, or set word_loss to 0."
             )
         if self.hard_negatives and not self.negative_fraction:
             raise ValueError(
