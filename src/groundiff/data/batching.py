@@ -63,6 +63,7 @@ class ClassEmbedder:
         self.tokens = tokens
         self.words_alone = words_alone
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._words: dict[str, list[str]] = {}  # name → its tokens' words; collate asks on every step
 
     @classmethod
     def for_checkpoint(cls, meta: Any, text_encoder: Any, tokenizer: Any) -> ClassEmbedder:
@@ -74,8 +75,7 @@ class ClassEmbedder:
             meta.template,
             end_of_text=meta.end_of_text,
             subtract_others=meta.subtract_others,
-            tokens=meta.model_config.get("class_queries", "mean") in TOKEN_QUERIES,
-            words_alone=meta.model_config.get("class_queries") == "words",
+            **query_options(meta.model_config.get("class_queries", "mean")),
         )
 
     @property
@@ -104,7 +104,15 @@ class ClassEmbedder:
 
     def token_words(self, classes: Sequence[str]) -> list[list[str]]:
         """Per class, the word of its name that each of its tokens (the K slots of `__call__`) belongs to."""
-        return [name_token_words(self.tokenizer, name) for name in classes]
+        for name in classes:
+            if name not in self._words:
+                self._words[name] = name_token_words(self.tokenizer, name)
+        return [self._words[name] for name in classes]
+
+
+def query_options(class_queries: str) -> dict[str, bool]:
+    """The `ClassEmbedder` flags (`tokens`, `words_alone`) for a `GroundingModelConfig.class_queries` kind."""
+    return {"tokens": class_queries in TOKEN_QUERIES, "words_alone": class_queries == "words"}
 
 
 def _subtract_other_classes_from_tokens(tokens: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from groundiff.data.batching import ClassEmbedder, GroundingBatch, NegativeQueries, collate
+from groundiff.data.batching import ClassEmbedder, GroundingBatch, NegativeQueries, collate, query_options
 from groundiff.data.manifest import CONFIG_FILE, read_manifest, read_set_config
 from groundiff.data.sets import check_training_set, open_set, set_model_name
 from groundiff.evaluation.evaluate import evaluate_dataset
@@ -221,8 +221,7 @@ class _Trainer:
             config.template,
             end_of_text=config.end_of_text,
             subtract_others=config.subtract_others,
-            tokens=self.model_config.token_queries,
-            words_alone=self.model_config.class_queries == "words",
+            **query_options(self.model_config.class_queries),
         )
         seed_everything(config.seed)
         self.model: GroundingModel = build_grounding_model(self.model_config, self.feature_shapes, self.embedder.width)
