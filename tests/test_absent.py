@@ -133,9 +133,13 @@ def test_a_model_with_token_queries_and_word_targets_trains_loads_grounds_and_an
     run = tiny_run(small_sets, tmp_path / "tokens", subtract_others=True, answer_rule="score")
     # With word targets: each name token is also taught its word's objects.
     run = TrainConfig(**{**vars(run), "model": {**run.model, "class_queries": "tokens"}, "word_loss": 1.0})
-    model, meta = load_grounding_model(train(run).out / "best")
+    report = train(run)
+    model, meta = load_grounding_model(report.out / "best")
     assert model.config.class_queries == "tokens" and meta.val["answer_rule"]["set"] == run.val
     assert meta.train_config["word_loss"] == 1.0
+    # The loop trained the word term: each epoch logs its own (unweighted) loss, in history.csv too.
+    assert all(row["word_loss"] > 0 for row in report.history)
+    assert "word_loss" in (report.out / "history.csv").read_text().splitlines()[0].split(",")
     # The run ended by fitting an answer score (`answer_rule: score`), and the model answers by it.
     assert meta.val["answer_rule"]["rule"] == "score"
     assert model.config.answer_weights == tuple(meta.val["answer_rule"]["answer_weights"])

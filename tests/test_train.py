@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -278,3 +279,12 @@ def test_a_layout_with_fewer_levels_trains_with_default_sizes(sd1_pipe, tmp_path
     report = train(run_config(folders, tmp_path / "run", epochs=1, model=small))
     _, meta = load_grounding_model(tmp_path / "run" / "best")
     assert meta.model_config["level_channels"] == [64, 128] and report.history
+
+
+def test_history_keeps_a_column_that_only_later_epochs_log(tmp_path):
+    # A run resumed with newer code may log one more column (word_loss) than its first epochs did.
+    first = {"train_loss": 0.5, "epoch": 1, "val_miou": 40.0, "val_miou_per_image": 41.0}
+    later = {**first, "epoch": 2, "word_loss": 0.25}
+    train_module.write_history(tmp_path, [first, later])
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert rows[0]["word_loss"] == "" and rows[1]["word_loss"] == "0.25"

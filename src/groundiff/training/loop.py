@@ -342,7 +342,7 @@ class _Trainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        losses, samples, waiting = [], 0, 0.0
+        losses, word_terms, samples, waiting = [], [], 0, 0.0
         start = time.perf_counter()
         bar = tqdm(
             total=len(self.train_set) // self.world,
@@ -368,6 +368,7 @@ class _Trainer:
                 token_valid = batch.valid[:, :, None] & ~padded_tokens(batch.embeddings)  # (B, N, K)
                 words = word_loss(self.config.loss, output["token_logits"], batch.word_targets, token_valid)
                 loss = loss + self.config.word_loss * words
+                word_terms.append(words.item())
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"Loss became {loss.item()} at epoch {epoch + 1} on samples {batch.indices}; lower the learning "
@@ -382,7 +383,10 @@ class _Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         bar.close()
         seconds = time.perf_counter() - start
-        return {"train_loss": float(np.mean(losses)), "samples": samples, "seconds": seconds, "data_wait_s": waiting}
+        row = {"train_loss": float(np.mean(losses)), "samples": samples, "seconds": seconds, "data_wait_s": waiting}
+        if word_terms:  # the word targets' own loss (unweighted), so that a run shows it was trained with them
+            row["word_loss"] = float(np.mean(word_terms))
+        return row
 
 
 def training_classes(folder: str) -> tuple[str, ...]:
@@ -417,7 +421,9 @@ class AnswerView(torch.nn.Module):
 def write_history(out: Path, history: list[dict[str, float]]) -> None:
     """`history.csv` (one row per epoch) and `curves.png` (loss and validation mIoU)."""
     with open(out / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(history[0]))
+        # Every column any epoch has, first seen first: a run resumed with newer code may log one more.
+        columns = list(dict.fromkeys(name for row in history for name in row))
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)
     import matplotlib
