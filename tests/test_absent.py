@@ -561,3 +561,60 @@ def test_the_word_queries_probe_gains_unseen_miou_over_contextual_word_targets_o
         assert unseen["miou"] > contextual["sets"]["truth-test-unseen"]["miou"] + 10, seed
         bounds.append(unseen["absent"]["t_acc_bound"])
     assert min(bounds) <= 95, bounds
+
+
+def test_word_queries_at_full_length_meet_the_target_on_seen_renders_and_leave_unseen_objects_without_masks():
+    """docs/RESULTS.md's reading of configs/models/absent-objects-word-queries.yaml on three seeds: every
+    seed meets the target on seen renders, but on unseen renders more than 2 % of present objects get no
+    mask at all (so no rule reaches T-acc 98) and present-object mIoU stays more than 5 points below the
+    model without negatives and the mean-query recipe: item 1 stays unmet there."""
+    from groundiff.config import read_config_file
+
+    repository = Path(__file__).parents[1]
+    config = TrainConfig(
+        **read_config_file(repository / "src/groundiff/configs/models/absent-objects-word-queries.yaml")
+    )
+    measured = json.loads((repository / "docs/results/queries_fresh.json").read_text())["models"]
+    without_negatives = measured["subtract-20-epochs"]["sets"]["truth-test-unseen"]["miou"]
+    for seed in (0, 1, 2):
+        words = measured[f"subtract-all-hard-negatives-word-queries-word-targets-30-epochs-seed-{seed}"]
+        assert _trained_as(words, config) and words["train_seed"] == seed
+        seen = words["sets"]["truth-test-seen"]["absent"]
+        assert seen["n_acc"] >= 95 and seen["t_acc"] >= 98, (seed, seen["n_acc"], seen["t_acc"])
+        unseen = words["sets"]["truth-test-unseen"]
+        assert unseen["absent"]["t_acc_bound"] < 98, seed
+        assert unseen["miou"] < without_negatives - 5, seed
+        if seed in (0, 1):
+            mean = measured[f"subtract-all-hard-negatives-30-epochs-seed-{seed}-regenerated-answer-score"]
+            assert unseen["miou"] < mean["sets"]["truth-test-unseen"]["miou"] - 5, seed
+
+
+def test_words_alone_without_word_targets_beat_the_probe_on_unseen_classes_for_both_seeds():
+    """docs/RESULTS.md's control of the word-queries probe (configs/models/absent-objects-word-queries-
+    control-probe.yaml, no word targets): for both seeds it gives more present unseen objects a mask and
+    higher unseen mIoU than the probe with word targets (so these get no credit), above the mean-query
+    recipe and the model without negatives; and seed 0 meets the issue's target on every truth set."""
+    from groundiff.config import read_config_file
+
+    repository = Path(__file__).parents[1]
+    control = read_config_file(
+        repository / "src/groundiff/configs/models/absent-objects-word-queries-control-probe.yaml"
+    )
+    config = TrainConfig(**control)
+    assert config.word_loss == 0 and config.model["class_queries"] == "words"
+    measured = json.loads((repository / "docs/results/queries_fresh.json").read_text())["models"]
+    without_negatives = measured["subtract-20-epochs"]["sets"]
+    for seed in (0, 1):
+        words = measured[f"subtract-all-hard-negatives-word-queries-15-epochs-seed-{seed}"]
+        assert _trained_as(words, config) and words["train_seed"] == seed
+        probe = measured[f"subtract-all-hard-negatives-word-queries-word-targets-15-epochs-seed-{seed}"]
+        mean = measured[f"subtract-all-hard-negatives-30-epochs-seed-{seed}-regenerated-answer-score"]
+        unseen, probe_unseen = words["sets"]["truth-test-unseen"], probe["sets"]["truth-test-unseen"]
+        assert unseen["absent"]["t_acc_bound"] > probe_unseen["absent"]["t_acc_bound"] + 2, seed
+        assert unseen["miou"] > probe_unseen["miou"] + 10, seed
+        baselines = (mean["sets"]["truth-test-unseen"]["miou"], without_negatives["truth-test-unseen"]["miou"])
+        assert unseen["miou"] > max(baselines), seed
+    first = measured["subtract-all-hard-negatives-word-queries-15-epochs-seed-0"]["sets"]
+    for kind, row in first.items():
+        assert row["absent"]["n_acc"] >= 95 and row["absent"]["t_acc"] >= 98, kind
+        assert row["miou"] >= without_negatives[kind]["miou"] - 1, kind
