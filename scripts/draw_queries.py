@@ -56,6 +56,11 @@ class Grounder:
         return list(masks), [bool(mask.any()) for mask in masks]
 
 
+def sharing_absent_class(record: SampleRecord, candidates: Sequence[str]) -> str | None:
+    """The first of `candidates` absent from `record` that shares a word with one of its objects, if any."""
+    return next((n for n in candidates if n not in record.classes and shares_word(n, record.classes)), None)
+
+
 def panel(axis, image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], title: str) -> None:
     axis.imshow(overlay(image, list(masks)), interpolation="nearest")
     axis.set_axis_off()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from draw_queries import REPOSITORY, Grounder, panel
+from draw_queries import REPOSITORY, Grounder, panel, sharing_absent_class
 from groundiff.data.batching import collate, shares_word
 from groundiff.data.records import SampleRecord
 from groundiff.data.sets import open_set
@@ -48,7 +48,8 @@ def draw(grounder: Grounder, records: list[SampleRecord], out: Path) -> Path:
     rows: list[tuple[SampleRecord, str, np.ndarray, bool, np.ndarray, list[str]]] = []
     for record in records:
         candidates = (*UNSEEN_CLASSES, *SEEN_CLASSES)
-        absent = next(n for n in candidates if n not in record.classes and shares_word(n, record.classes))
+        absent = sharing_absent_class(record, candidates)
+        assert absent is not None, f"render {record.index} has no absent class sharing a word"
         sharing = next(name for name in record.classes if shares_word(absent, [name]))
         queries = [*record.classes, absent]
         masks, found, tokens = token_masks(grounder, record, queries)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from draw_queries import REPOSITORY, Grounder, labelled, panel
-from groundiff.data.batching import shares_word
+from draw_queries import REPOSITORY, Grounder, labelled, panel, sharing_absent_class
 from groundiff.data.records import SampleRecord
 from groundiff.data.sets import open_set
 from groundiff.miniworld.vocabulary import UNSEEN_CLASSES
@@ -23,21 +22,16 @@ from groundiff.visualize import plt, save_figure
 RENDERS = 3
 
 
-def sharing_absent_class(record: SampleRecord) -> str | None:
-    """The first unseen class absent from `record` that shares a word with one of its objects, if any."""
-    names = (name for name in UNSEEN_CLASSES if name not in record.classes and shares_word(name, record.classes))
-    return next(names, None)
-
-
-def draw(mean: Grounder, words: Grounder, records: list[SampleRecord], out: Path) -> Path:
-    figure, axes = plt.subplots(len(records), 2, figsize=(6, 3 * len(records)), squeeze=False)
-    for row, record in enumerate(records):
-        queries = [*record.classes, str(sharing_absent_class(record))]
+def draw(mean: Grounder, words: Grounder, asked: list[tuple[SampleRecord, str]], out: Path) -> Path:
+    """One row per (render, absent class): the mean-query recipe's answers and words alone's."""
+    figure, axes = plt.subplots(len(asked), 2, figsize=(6, 3 * len(asked)), squeeze=False)
+    for row, (record, absent) in enumerate(asked):
+        queries = [*record.classes, absent]
         for axis, (name, grounder) in zip(
             axes[row], (("mean-query recipe", mean), ("words alone", words)), strict=True
         ):
             masks, found = grounder.answer(record, queries)
-            panel(axis, record.image, masks, labelled(queries, found), f"{name}\nasked also for {queries[-1]!r}")
+            panel(axis, record.image, masks, labelled(queries, found), f"{name}\nasked also for {absent!r}")
     return save_figure(figure, out)
 
 
@@ -49,9 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     unseen = open_set(str(args.bench / "truth-test-unseen"))
-    sharing = (record for record in map(unseen.__getitem__, range(len(unseen))) if sharing_absent_class(record))
-    records = list(itertools.islice(sharing, RENDERS))
-    print(draw(Grounder(args.mean), Grounder(args.words), records, REPOSITORY / "docs/word_queries.png"))
+    records = map(unseen.__getitem__, range(len(unseen)))
+    pairs = ((record, sharing_absent_class(record, UNSEEN_CLASSES)) for record in records)
+    asked = list(itertools.islice(((record, absent) for record, absent in pairs if absent), RENDERS))
+    print(draw(Grounder(args.mean), Grounder(args.words), asked, REPOSITORY / "docs/word_queries.png"))
 
 
 if __name__ == "__main__":
