@@ -195,6 +195,15 @@ def test_words_alone_give_a_word_one_vector_in_every_name(tokenizer):
     assert tokens[0, :, 0].tolist() == [1.0, 1.0, 2.0, 3.0] and tokens[2, 1:].abs().sum() == 0
     torch.testing.assert_close(tokens[0, 1:], tokens[1, 1:])  # "pottedplant" after "red" and after "blue"
     assert not torch.equal(tokens[0, 0], tokens[1, 0])
+    # A shared cache encodes each word once and gives the same vectors; a cached word is read, not re-encoded.
+    cache: dict[str, torch.Tensor] = {}
+    torch.testing.assert_close(
+        word_token_embeddings(PositionEncoder(), tokenizer, ["red pottedplant"], cache)[0], tokens[0]
+    )
+    assert set(cache) == {"red", "pottedplant"}
+    cache["red"] = cache["red"] + 100
+    again = word_token_embeddings(PositionEncoder(), tokenizer, ["red pottedplant", "dog"], cache)
+    assert again[0, 0, 0] == tokens[0, 0, 0] + 100 and set(cache) == {"red", "pottedplant", "dog"}
     embedder = ClassEmbedder(TokenStub(), tokenizer, "x_and_y", tokens=True, words_alone=True)
     torch.testing.assert_close(embedder(["red pottedplant", "dog"])[0], tokens[0])
     with pytest.raises(ValueError, match="tokens=True"):

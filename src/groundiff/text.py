@@ -258,14 +258,19 @@ def name_token_words(tokenizer: Any, name: str) -> list[str]:
     return words
 
 
-def word_token_embeddings(text_encoder: Any, tokenizer: Any, class_names: Sequence[str]) -> torch.Tensor:
+def word_token_embeddings(
+    text_encoder: Any, tokenizer: Any, class_names: Sequence[str], words: dict[str, torch.Tensor] | None = None
+) -> torch.Tensor:
     """As `class_token_embeddings`, (N, K, D) zero-padded, but each word of a name encoded alone: a word is
     one vector in every name. Why: CLIP reads left to right, so in "red ring" the vector of "ring" depends
-    on "red", and a name never seen in training gives its second word a vector training never showed."""
-    per_class = [
-        torch.cat([class_token_vectors(text_encoder, tokenizer, word, [word])[0] for word in name.split()])
-        for name in class_names
-    ]
+    on "red", and a name never seen in training gives its second word a vector training never showed.
+
+    `words`, if given, caches each word's (K_w, D) vectors across calls: a word is encoded once, not once
+    per class tuple it appears in (the vectors are the same either way)."""
+    words = {} if words is None else words
+    for word in {word for name in class_names for word in name.split()} - words.keys():
+        words[word] = class_token_vectors(text_encoder, tokenizer, word, [word])[0]
+    per_class = [torch.cat([words[word] for word in name.split()]) for name in class_names]
     return torch.nn.utils.rnn.pad_sequence(per_class, batch_first=True)
 
 

@@ -64,6 +64,7 @@ class ClassEmbedder:
         self.words_alone = words_alone
         self._cache: dict[tuple[str, ...], torch.Tensor] = {}
         self._words: dict[str, list[str]] = {}  # name → its tokens' words; collate asks on every step
+        self._word_vectors: dict[str, torch.Tensor] = {}  # words_alone: word → its vectors, shared by tuples
 
     @classmethod
     def for_checkpoint(cls, meta: Any, text_encoder: Any, tokenizer: Any) -> ClassEmbedder:
@@ -88,7 +89,7 @@ class ClassEmbedder:
         if key not in self._cache:
             if self.tokens:
                 if self.words_alone:
-                    embeddings = word_token_embeddings(self.text_encoder, self.tokenizer, key)
+                    embeddings = word_token_embeddings(self.text_encoder, self.tokenizer, key, self._word_vectors)
                 else:
                     embeddings = class_token_embeddings(self.text_encoder, self.tokenizer, self.template, key)
                 if self.subtract_others:
