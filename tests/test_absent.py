@@ -270,7 +270,18 @@ def test_n_acc_is_split_by_whether_the_absent_class_shares_a_word_with_a_present
     by_word = scores["n_acc_by_word"]
     assert by_word["share a word"] == {"n_acc": 0.0, "n_acc_ci95": pytest.approx([0.0, 79.35], abs=0.01), "queries": 1}
     assert by_word["share no word"]["n_acc"] == 100.0 and by_word["share no word"]["queries"] == 1
+    # "red ring" beside a red disc and a blue ring: each of its words names a present object, neither both.
+    assert by_word["every word present"] == by_word["share a word"]
     assert scores["n_acc"] == 50.0
+
+
+def test_a_name_has_every_word_present_only_when_its_words_spread_over_the_other_names():
+    from groundiff.evaluation.absent import has_every_word
+
+    assert has_every_word("red disc", ["red ring", "blue disc"])
+    assert not has_every_word("red disc", ["red ring", "blue cross"])  # shares a word, not every word
+    assert not has_every_word("red disc", ["red disc"])  # the class itself is no other object
+    assert not has_every_word("dog", ["dog", "cat"])  # a one-word name has nothing to bind
 
 
 @pytest.fixture(scope="module")
@@ -726,3 +737,21 @@ def test_thirty_epochs_of_words_alone_gain_masks_but_not_the_mixed_ceiling():
         ]
         < 95
     )
+
+
+def test_absent_names_whose_every_word_is_in_the_image_are_the_hardest_but_not_most_misses():
+    """docs/RESULTS.md's third split of absent queries on mixed renders: words alone (seeds 4-6) turn away
+    fewer of the names whose every word names a present object than of all word-sharing names, and more of
+    them than the mean-query recipe does; yet most absent names they answer "found" share a single word."""
+    measured = json.loads((Path(__file__).parents[1] / "docs/results/queries_fresh.json").read_text())["models"]
+    recipe = measured["subtract-all-hard-negatives-30-epochs-seed-0-regenerated-answer-score"]["sets"]
+    recipe_every = recipe["truth-test-mixed"]["absent"]["n_acc_by_word"]["every word present"]["n_acc"]
+    for seed in (4, 5, 6):
+        groups = measured[f"subtract-all-hard-negatives-word-queries-15-epochs-seed-{seed}"]["sets"]["truth-test-mixed"]
+        every, sharing = (groups["absent"]["n_acc_by_word"][group] for group in ("every word present", "share a word"))
+        assert recipe_every < every["n_acc"] < sharing["n_acc"], seed
+        missed = {
+            name: round(group["queries"] * (1 - group["n_acc"] / 100))
+            for name, group in (("every", every), ("sharing", sharing))
+        }
+        assert missed["sharing"] - missed["every"] > missed["every"], (seed, missed)

@@ -14,6 +14,7 @@ a render, so such a class is truly absent; on generated sets it is a class the p
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -223,11 +224,26 @@ def _answer_absent_queries(
     return answers
 
 
+# The split of absent queries by what they share with the image's objects; EVERY_WORD is a subset of the
+# first group: names whose words all name present objects, spread over two or more of them ("red disc"
+# beside a red ring and a blue disc), where a query must bind its words to one object to answer.
+WORD_GROUPS = ("share a word", "share no word")
+EVERY_WORD = "every word present"
+
+
+def has_every_word(name: str, others: Sequence[str]) -> bool:
+    """Whether every word of a several-word `name` occurs among `others`' names ("red disc", ["red ring",
+    "blue disc"] → True; a one-word name never counts)."""
+    words = name.split()
+    present = {word for other in others if other != name for word in other.split()}
+    return len(words) > 1 and set(words) <= present
+
+
 def _score(answers: list[_Answers], rule: dict[str, Any], *, with_iou: bool) -> dict[str, Any]:
     """N-acc, T-acc (overall and by word sharing) and, `with_iou`, present-query mIoU under `rule`."""
     accumulator = IoUAccumulator()
     counts = {"absent": 0, "absent_empty": 0, "present": 0, "present_nonempty": 0}
-    by_word = {group: {"absent": 0, "absent_empty": 0} for group in ("share a word", "share no word")}
+    by_word = {group: {"absent": 0, "absent_empty": 0} for group in (*WORD_GROUPS, EVERY_WORD)}
     for batch in answers:
         found = found_queries(batch.logits, batch.presence, batch.valid, **rule)  # (B, N)
         masks = batch.logits.sigmoid() > 0.5
@@ -239,8 +255,10 @@ def _score(answers: list[_Answers], rule: dict[str, Any], *, with_iou: bool) -> 
                 accumulator.update(predicted, batch.targets[b, kept], [queries[slot] for slot in kept])
             present_names = [queries[slot] for slot in kept]
             for slot in (slot for slot in range(len(queries)) if not present[slot]):
-                group = by_word["share a word" if shares_word(queries[slot], present_names) else "share no word"]
-                for tally in (counts, group):
+                groups = [by_word[WORD_GROUPS[not shares_word(queries[slot], present_names)]]]
+                if has_every_word(queries[slot], present_names):
+                    groups.append(by_word[EVERY_WORD])
+                for tally in (counts, *groups):
                     tally["absent"] += 1
                     tally["absent_empty"] += int(not found[b, slot])
             counts["present"] += int(present.sum())
