@@ -224,10 +224,9 @@ def _answer_absent_queries(
     return answers
 
 
-# The split of absent queries by what they share with the image's objects; EVERY_WORD is a subset of the
-# first group: names whose words all name present objects, spread over two or more of them ("red disc"
-# beside a red ring and a blue disc), where a query must bind its words to one object to answer.
-WORD_GROUPS = ("share a word", "share no word")
+# A third group of absent queries beside "share a word" / "share no word", a subset of the first: names
+# whose words all name present objects, spread over two or more of them ("red disc" beside a red ring and
+# a blue disc), where a query must bind its words to one object to answer.
 EVERY_WORD = "every word present"
 
 
@@ -243,7 +242,7 @@ def _score(answers: list[_Answers], rule: dict[str, Any], *, with_iou: bool) -> 
     """N-acc, T-acc (overall and by word sharing) and, `with_iou`, present-query mIoU under `rule`."""
     accumulator = IoUAccumulator()
     counts = {"absent": 0, "absent_empty": 0, "present": 0, "present_nonempty": 0}
-    by_word = {group: {"absent": 0, "absent_empty": 0} for group in (*WORD_GROUPS, EVERY_WORD)}
+    by_word = {group: {"absent": 0, "absent_empty": 0} for group in ("share a word", "share no word", EVERY_WORD)}
     for batch in answers:
         found = found_queries(batch.logits, batch.presence, batch.valid, **rule)  # (B, N)
         masks = batch.logits.sigmoid() > 0.5
@@ -255,7 +254,8 @@ def _score(answers: list[_Answers], rule: dict[str, Any], *, with_iou: bool) -> 
                 accumulator.update(predicted, batch.targets[b, kept], [queries[slot] for slot in kept])
             present_names = [queries[slot] for slot in kept]
             for slot in (slot for slot in range(len(queries)) if not present[slot]):
-                groups = [by_word[WORD_GROUPS[not shares_word(queries[slot], present_names)]]]
+                shared = shares_word(queries[slot], present_names)
+                groups = [by_word["share a word" if shared else "share no word"]]
                 if has_every_word(queries[slot], present_names):
                     groups.append(by_word[EVERY_WORD])
                 for tally in (counts, *groups):
