@@ -755,3 +755,45 @@ def test_absent_names_whose_every_word_is_in_the_image_are_the_hardest_but_not_m
             for name, group in (("every", every), ("sharing", sharing))
         }
         assert missed["sharing"] - missed["every"] > missed["every"], (seed, missed)
+
+
+def test_negatives_in_every_sample_for_words_alone_read_as_pre_registered():
+    """docs/RESULTS.md's pre-registered reading of configs/models/absent-objects-word-queries-every-sample.yaml
+    (seeds 4 and 5): it helps only if, for both, the mixed ceiling rises by a point or more over the control
+    of the same seed with present-object mIoU no more than a point lower on any set. The docs say it
+    does not help."""
+    from groundiff.config import read_config_file
+
+    repository = Path(__file__).parents[1]
+    config = TrainConfig(
+        **read_config_file(repository / "src/groundiff/configs/models/absent-objects-word-queries-every-sample.yaml")
+    )
+    assert config.negative_fraction == 1.0 and config.model["class_queries"] == "words"
+    measured = json.loads((repository / "docs/results/queries_fresh.json").read_text())["models"]
+    helps = []
+    for seed in (4, 5):
+        every = measured[f"subtract-all-hard-negatives-word-queries-every-sample-15-epochs-seed-{seed}"]
+        control = measured[f"subtract-all-hard-negatives-word-queries-15-epochs-seed-{seed}"]["sets"]
+        assert _trained_as(every, config) and every["train_seed"] == seed
+        rise = (
+            every["sets"]["truth-test-mixed"]["absent"]["ceiling"]["n_acc"]
+            - control["truth-test-mixed"]["absent"]["ceiling"]["n_acc"]
+        )
+        kept = all(every["sets"][kind]["miou"] >= control[kind]["miou"] - 1 for kind in control)
+        helps.append(rise >= 1 and kept)
+    assert all(helps) is False
+    # A trade that depends on the seed: seed 5 meets the target everywhere, seed 4 loses mixed masks.
+    without = measured["subtract-20-epochs"]["sets"]
+    five = measured["subtract-all-hard-negatives-word-queries-every-sample-15-epochs-seed-5"]["sets"]
+    assert all(
+        r["absent"]["n_acc"] >= 95 and r["absent"]["t_acc"] >= 98 and r["miou"] >= without[k]["miou"] - 1
+        for k, r in five.items()
+    )
+    four = measured["subtract-all-hard-negatives-word-queries-every-sample-15-epochs-seed-4"]["sets"][
+        "truth-test-mixed"
+    ]
+    control = measured["subtract-all-hard-negatives-word-queries-15-epochs-seed-4"]["sets"]["truth-test-mixed"]
+    assert (
+        four["miou"] < control["miou"] - 3
+        and four["absent"]["ceiling"]["n_acc"] < control["absent"]["ceiling"]["n_acc"]
+    )
