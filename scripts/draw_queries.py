@@ -72,17 +72,26 @@ def labelled(queries: Sequence[str], found: Sequence[bool]) -> list[str]:
     return [name if hit else f"{name}: not found" for name, hit in zip(queries, found, strict=True)]
 
 
-def draw_absent(shipped: Grounder, negatives: Grounder, records: list[SampleRecord], out: Path) -> Path:
-    figure, axes = plt.subplots(len(records), 2, figsize=(6, 3 * len(records)), squeeze=False)
-    for row, record in enumerate(records):
-        absent = next(name for name in ("green disc", "red cross", "blue ring") if name not in record.classes)
+def draw_asked(
+    grounders: tuple[tuple[str, Grounder], tuple[str, Grounder]], asked: list[tuple[SampleRecord, str]], out: Path
+) -> Path:
+    """One row per (render, absent class), one column per named grounder: each asked for the render's
+    objects and that class."""
+    figure, axes = plt.subplots(len(asked), 2, figsize=(6, 3 * len(asked)), squeeze=False)
+    for row, (record, absent) in enumerate(asked):
         queries = [*record.classes, absent]
-        for axis, (name, grounder) in zip(
-            axes[row], (("shipped (paper's method)", shipped), ("with negatives", negatives)), strict=True
-        ):
+        for axis, (name, grounder) in zip(axes[row], grounders, strict=True):
             masks, found = grounder.answer(record, queries)
             panel(axis, record.image, masks, labelled(queries, found), f"{name}\nasked also for {absent!r}")
     return save_figure(figure, out)
+
+
+def draw_absent(shipped: Grounder, negatives: Grounder, records: list[SampleRecord], out: Path) -> Path:
+    asked = [
+        (record, next(name for name in ("green disc", "red cross", "blue ring") if name not in record.classes))
+        for record in records
+    ]
+    return draw_asked((("shipped (paper's method)", shipped), ("with negatives", negatives)), asked, out)
 
 
 def draw_overlap(shipped: Grounder, subtract: Grounder, records: list[SampleRecord], out: Path) -> Path:

@@ -13,26 +13,17 @@ from pathlib import Path
 
 import torch
 
-from draw_queries import REPOSITORY, Grounder, labelled, panel, sharing_absent_class
+from draw_queries import REPOSITORY, Grounder, draw_asked, sharing_absent_class
 from groundiff.data.records import SampleRecord
 from groundiff.data.sets import open_set
 from groundiff.miniworld.vocabulary import UNSEEN_CLASSES
-from groundiff.visualize import plt, save_figure
 
 RENDERS = 3
 
 
 def draw(mean: Grounder, words: Grounder, asked: list[tuple[SampleRecord, str]], out: Path) -> Path:
     """One row per (render, absent class): the mean-query recipe's answers and words alone's."""
-    figure, axes = plt.subplots(len(asked), 2, figsize=(6, 3 * len(asked)), squeeze=False)
-    for row, (record, absent) in enumerate(asked):
-        queries = [*record.classes, absent]
-        for axis, (name, grounder) in zip(
-            axes[row], (("mean-query recipe", mean), ("words alone", words)), strict=True
-        ):
-            masks, found = grounder.answer(record, queries)
-            panel(axis, record.image, masks, labelled(queries, found), f"{name}\nasked also for {absent!r}")
-    return save_figure(figure, out)
+    return draw_asked((("mean-query recipe", mean), ("words alone", words)), asked, out)
 
 
 def main() -> None:
