@@ -236,17 +236,13 @@ def collate(
         raise ValueError("Word targets are the targets of name tokens; they need an embedder with tokens=True.")
     queries = [negatives(r.index, r.classes) if negatives else list(r.classes) for r in records]
     count = max(len(names) for names in queries)
-    rows = [embedder(names) for names in queries]  # (n, D), or (n, K, D) for token queries
-    longest = [max(int(row.shape[dim]) for row in rows) for dim in range(1, rows[0].dim())]
-    embeddings = torch.zeros(len(records), count, *longest)  # (B, N, D) or (B, N, K, D)
+    embeddings = stack_embeddings([embedder(names) for names in queries])  # (B, N, D) or (B, N, K, D)
     valid = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
     present = torch.zeros(len(records), count, dtype=torch.bool)  # (B, N)
     height, side = records[0].image.shape[:2]
     size = (mask_size, mask_size) if mask_size else (height, side)
     targets = torch.zeros(len(records), count, *size)  # (B, N, H, W)
     for b, (record, names) in enumerate(zip(records, queries, strict=True)):
-        row = rows[b]  # (n, D): the second slice takes all of D; (n, K, D): the first K token slots
-        embeddings[b, : row.shape[0], : row.shape[1]] = row
         valid[b, : len(names)] = True
         present[b, : len(names)] = torch.tensor([name in record.classes for name in names])
         if record.masks:
@@ -261,6 +257,17 @@ def collate(
     }  # (B, C, h, w)
     words = _word_targets(embedder, queries, present, targets, embeddings.shape[2]) if word_targets else None
     return GroundingBatch(features, embeddings, valid, present, targets, queries, [r.index for r in records], words)
+
+
+def stack_embeddings(rows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`ClassEmbedder` outputs of B query lists, (n, D) or (n, K, D) each, as one (B, N, D) or (B, N, K, D)
+    tensor, zero-padded to the most classes (and tokens)."""
+    longest = [max(int(row.shape[dim]) for row in rows) for dim in range(rows[0].dim())]
+    embeddings = torch.zeros(len(rows), *longest)
+    for b, row in enumerate(rows):
+        # (n, D): the second slice takes all of D; (n, K, D): the first K token slots
+        embeddings[b, : row.shape[0], : row.shape[1]] = row
+    return embeddings
 
 
 def _word_targets(

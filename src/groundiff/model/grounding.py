@@ -148,22 +148,10 @@ class GroundingModel(nn.Module):
                 f"class_padding must be a (B, N) = ({batch}, {num_classes}) bool tensor; "
                 f"got {class_padding.dtype} of shape {tuple(class_padding.shape)}."
             )
-        dtype = self.fusion_decoder.to_queries.weight.dtype
 
-        # 2. Visual encoder: maps of each level concatenated along channels, coarse to fine
-        levels = [torch.cat([features[name].to(dtype) for name in level], dim=1) for level in self.levels]
-        mask_features, tokens = self.visual_encoder(levels)  # (B, C, h, w), (B, T, W)
-
-        # 3. Fusion: one mask embedding per class, then a dot product at every pixel
-        token_logits = None
-        if tokens_wanted:
-            embeddings, token_logits = self._token_masks(
-                mask_features, class_embeddings.to(dtype), tokens, class_padding
-            )
-            logits = token_logits.amin(dim=2)  # (B, N, h, w): where every token of the name is
-        else:
-            embeddings = self.fusion_decoder(class_embeddings.to(dtype), tokens, class_padding)  # (B, N, C)
-            logits = torch.einsum("bchw,bnc->bnhw", mask_features, embeddings)  # (B, N, h, w)
+        # 2. Visual encoder, then 3. fusion: one mask embedding per class, a dot product at every pixel
+        mask_features, tokens = self.encode(features)
+        embeddings, logits, token_logits = self.class_logits(mask_features, tokens, class_embeddings, class_padding)
 
         # 4. Upsample the logits to the mask side. Bilinear upsampling commutes with the per-pixel dot
         #    product, so this equals upsampling the mask features first (as the reference) for N ≪ C maps.
@@ -176,6 +164,31 @@ class GroundingModel(nn.Module):
         if self.presence_head is not None:
             presence = self.presence_head(embeddings, logits, mask_features, coarse)  # (B, N)
         return GroundingOutput(logits, presence, token_logits)
+
+    def encode(self, features: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The visual encoder alone: (B, C, h, w) mask features and (B, T, W) visual tokens of `features`
+        (map name → (B, C, h, w), unchecked; `answer` checks them). Apart from `class_logits` so that many
+        query sets can be decoded against one encoding (`training.mining`)."""
+        dtype = self.fusion_decoder.to_queries.weight.dtype
+        # Maps of each level concatenated along channels, coarse to fine
+        levels = [torch.cat([features[name].to(dtype) for name in level], dim=1) for level in self.levels]
+        return self.visual_encoder(levels)
+
+    def class_logits(
+        self,
+        mask_features: torch.Tensor,
+        tokens: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        class_padding: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The fusion decoder on an `encode` result: (B, N, C) mask embeddings, (B, N, h, w) class logits at
+        the mask features' side and, for token queries, (B, N, K, h, w) each token's (else None)."""
+        queries = class_embeddings.to(self.fusion_decoder.to_queries.weight.dtype)
+        if self.config.token_queries:
+            embeddings, token_logits = self._token_masks(mask_features, queries, tokens, class_padding)
+            return embeddings, token_logits.amin(dim=2), token_logits  # where every token of the name is
+        embeddings = self.fusion_decoder(queries, tokens, class_padding)  # (B, N, C)
+        return embeddings, torch.einsum("bchw,bnc->bnhw", mask_features, embeddings), None
 
     def _token_masks(
         self,

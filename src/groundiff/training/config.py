@@ -35,6 +35,10 @@ class TrainConfig:
             (unless `model` sets `presence_head`), so that it answers "not found".
         hard_negatives: the share of those absent classes drawn among the ones that share a word with
             a present class ("red disc" beside a red ring), which teach the masks to read both words.
+        mine_negatives: each negative query names the absent class of the pool that the model being
+            trained paints most strongly in that image (its mask's peak logit, one pass without
+            gradients over every candidate), instead of a draw (`training.mining`): hard negatives found
+            by the model, whatever words they share. Which samples get one, and where, are drawn as before.
         negatives_per_sample: absent classes each of those samples queries (more than one asks for
             more absent objects than present ones, against answering by elimination).
         answer_rule: `grid` (a presence threshold and an own share) or `score` (an answer score over
@@ -66,6 +70,9 @@ class TrainConfig:
     )
     hard_negatives: float = option(
         0.0, "share of the absent classes drawn among those sharing a word with a present one (hard negatives)"
+    )
+    mine_negatives: bool = option(
+        False, "each negative is the absent class the model in training paints most in that image (mined negatives)"
     )
     negatives_per_sample: int = option(1, "absent classes queried by each sample that gets negatives")
     answer_rule: str = option(
@@ -114,6 +121,17 @@ class TrainConfig:
                 f"hard_negatives={self.hard_negatives} chooses among negative queries, but negative_fraction is 0; "
                 "set --negative-fraction too (e.g. 0.5)."
             )
+
+        if self.mine_negatives:
+            clashes = {
+                "negative_fraction": (self.negative_fraction == 0, "set it above 0 (e.g. 0.5): mining names negatives"),
+                "hard_negatives": (self.hard_negatives > 0, "set it to 0: mined negatives replace the word draw"),
+                "negatives_per_sample": (self.negatives_per_sample != 1, "set it to 1: mining names one per sample"),
+                "word_loss": (self.word_loss > 0, "set it to 0: word targets depend on the drawn names"),
+            }
+            for name, (clash, fix) in clashes.items():
+                if clash:
+                    raise ValueError(f"mine_negatives does not combine with {name}={getattr(self, name)}; {fix}.")
 
     def content(self) -> dict[str, Any]:
         """The fields that decide the trained weights, as JSON values; a resumed run must match them exactly."""

@@ -45,6 +45,7 @@ from groundiff.text import padded_tokens
 from groundiff.training.answer_rule import record_answer_rule
 from groundiff.training.config import RESUME_FREE_FIELDS, TrainConfig
 from groundiff.training.losses import grounding_loss, presence_loss, word_loss
+from groundiff.training.mining import mine_negatives
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +359,8 @@ class _Trainer:
             if batch is None:
                 break
             batch = batch.to(self.device)
+            if self.config.mine_negatives:
+                batch = mine_negatives(self.model, batch, self.embedder, self.negative_pool)
             # Mixed precision on CUDA (bf16 where supported); CPU runs in float32.
             with torch.autocast("cuda", dtype=amp_dtype(), enabled=self.device.type == "cuda"):
                 output = self.forward_model(batch.features, batch.embeddings, ~batch.valid)
