@@ -60,6 +60,7 @@ def measure_model(checkpoint: Path, bench: Path, sets: list[str]) -> dict[str, A
         "negative_fraction": meta.train_config.get("negative_fraction", 0.0),
         "hard_negatives": meta.train_config.get("hard_negatives", 0.0),
         "negatives_per_sample": meta.train_config.get("negatives_per_sample", 1),
+        "mine_negatives": meta.train_config.get("mine_negatives", False),  # negatives the model paints most
         "train_seed": meta.train_config.get("seed"),  # so that replicate runs of one recipe can be told apart
         "run_epochs": meta.train_config.get("epochs"),  # the run's length; best_epoch is the one kept
         "presence_inputs": meta.model_config.get("presence_inputs", "statistics") if model.presence_head else None,

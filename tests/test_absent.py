@@ -467,6 +467,7 @@ def _trained_as(model: dict, config: TrainConfig) -> bool:
         "negative_fraction": config.negative_fraction,
         "hard_negatives": config.hard_negatives,
         "negatives_per_sample": config.negatives_per_sample,
+        "mine_negatives": config.mine_negatives,
         "subtract_others": config.subtract_others,
         "run_epochs": config.epochs,
         "presence_inputs": config.model.get("presence_inputs", "statistics"),
@@ -474,7 +475,7 @@ def _trained_as(model: dict, config: TrainConfig) -> bool:
         "word_loss": config.word_loss,
     }
     # Rows measured before an option existed lack its key and were trained with its default.
-    defaults = {"negatives_per_sample": 1, "class_queries": "mean", "word_loss": 0.0}
+    defaults = {"negatives_per_sample": 1, "mine_negatives": False, "class_queries": "mean", "word_loss": 0.0}
     rule = "score" if model["answer_rule"].get("answer_weights") else "grid"
     same_rule = rule == config.answer_rule
     return same_rule and all(model.get(key, defaults.get(key)) == value for key, value in recipe.items())
