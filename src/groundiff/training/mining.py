@@ -56,10 +56,10 @@ def mine_negatives(
     finally:
         model.train(training)
     classes = [list(names) for names in batch.classes]
-    start = 0
-    for (b, slot, candidates), count in zip(owners, [len(c) for _, _, c in owners], strict=True):
-        classes[b][slot] = candidates[int(peaks[start : start + count].argmax())]
-        start += count
+    start = 0  # the candidates' peaks lie image after image, in `owners` order
+    for b, slot, candidates in owners:
+        classes[b][slot] = candidates[int(peaks[start : start + len(candidates)].argmax())]
+        start += len(candidates)
     # Stacked anew: a mined name may have more tokens than the batch was padded to.
     embeddings = stack_embeddings([embedder(names) for names in classes]).to(batch.embeddings.device)
     return dataclasses.replace(batch, embeddings=embeddings, classes=classes)
