@@ -502,8 +502,9 @@ def test_the_absent_objects_recipe_is_the_one_the_docs_measured():
 
 def test_the_words_alone_recipe_won_on_validation_data_for_every_seed():
     """configs/models/absent-objects-words.yaml replaced absent-objects.yaml as the recipe on what a user has, the
-    generated validation set (README now names the mined 30-epoch runs that replaced it in turn, the same way): every measured seed of it has a higher validation mIoU than every
-    regenerated mean-query run, and a validation N-acc at the 99 % floor no lower than theirs."""
+    generated validation set (README now names the mined 30-epoch runs that replaced it in turn, the same way):
+    every measured seed of it has a higher validation mIoU than every regenerated mean-query run, and a
+    validation N-acc at the 99 % floor no lower than theirs."""
     from groundiff.config import read_config_file
 
     repository = Path(__file__).parents[1]
